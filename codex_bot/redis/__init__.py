@@ -1,0 +1,54 @@
+"""Redis Stream events for aiogram bots: produce, consume, route, retry, dead-letter."""
+
+from codex_bot.redis.context import EventContext, current_event
+from codex_bot.redis.dispatcher import BotRedisDispatcher, DeadLetter, DispatchReport
+from codex_bot.redis.exceptions import (
+    CodexBotError,
+    DispatcherNotReadyError,
+    HandlerFailedError,
+    HandlerFailure,
+    MalformedEventError,
+    RetrySchedulingError,
+)
+from codex_bot.redis.policy import RetryDecision, classify_failure
+from codex_bot.redis.processor import RedisStreamProcessor, default_ordering_key
+from codex_bot.redis.producer import StreamProducer, SyncStreamProducer
+from codex_bot.redis.retry import ArqRetryScheduler, redeliver_event
+from codex_bot.redis.router import RedisRouter
+from codex_bot.redis.stats import ProcessorStats
+from codex_bot.redis.storage import RedisStreamStorage
+from codex_bot.redis.types import (
+    ClaimPage,
+    ReliableStreamStorageProtocol,
+    RetrySchedulerProtocol,
+    StreamStorageProtocol,
+)
+
+__all__ = [
+    "ArqRetryScheduler",
+    "BotRedisDispatcher",
+    "ClaimPage",
+    "CodexBotError",
+    "DeadLetter",
+    "DispatchReport",
+    "DispatcherNotReadyError",
+    "EventContext",
+    "HandlerFailedError",
+    "HandlerFailure",
+    "MalformedEventError",
+    "ProcessorStats",
+    "RedisRouter",
+    "RedisStreamProcessor",
+    "RedisStreamStorage",
+    "ReliableStreamStorageProtocol",
+    "RetryDecision",
+    "RetrySchedulerProtocol",
+    "RetrySchedulingError",
+    "StreamProducer",
+    "StreamStorageProtocol",
+    "SyncStreamProducer",
+    "classify_failure",
+    "current_event",
+    "default_ordering_key",
+    "redeliver_event",
+]

@@ -1,0 +1,33 @@
+"""Field names, key suffixes and defaults shared by the producer, processor and retries."""
+
+from typing import Final
+
+TYPE_FIELD: Final = "type"
+"""The one field every entry must carry: the event type handlers are routed by."""
+
+JSON_PREFIX: Final = "json:"
+"""Marks a field value as compact JSON (any non-string value, or a string that starts with it)."""
+
+META_PREFIX: Final = "codex."
+"""Reserved field-name prefix for the library's own metadata; never used for a user's keys."""
+
+ATTEMPT_FIELD: Final = META_PREFIX + "attempt"
+"""1 for the first delivery, n for the n-th attempt; written by the retry scheduler."""
+
+HANDLERS_FIELD: Final = META_PREFIX + "handlers"
+"""JSON list of handler names a retry targets; absent means every matching handler."""
+
+ORIGIN_FIELD: Final = META_PREFIX + "origin_id"
+"""The entry id of the first delivery of an event that has been retried."""
+
+DEAD_REASON_FIELD: Final = META_PREFIX + "dead.reason"
+DEAD_ERROR_FIELD: Final = META_PREFIX + "dead.error"
+DEAD_HANDLER_FIELD: Final = META_PREFIX + "dead.handler"
+DEAD_ATTEMPTS_FIELD: Final = META_PREFIX + "dead.attempts"
+DEAD_SOURCE_ID_FIELD: Final = META_PREFIX + "dead.source_id"
+DEAD_AT_FIELD: Final = META_PREFIX + "dead.at"
+
+DEAD_LETTER_SUFFIX: Final = ":dead"
+"""Appended to a stream's name to name its dead-letter stream (``bot_events:dead``)."""
+
+DEFAULT_STREAM: Final = "bot_events"

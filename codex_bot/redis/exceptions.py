@@ -1,0 +1,70 @@
+"""Errors raised by codex_bot.redis.
+
+The tree::
+
+    CodexBotError
+    ├── DispatcherNotReadyError   process_message() before setup()
+    ├── MalformedEventError       an entry that cannot be decoded into an event
+    ├── HandlerFailedError        handlers failed and nothing took over the retry
+    └── RetrySchedulingError      the retry scheduler refused or could not be reached
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class CodexBotError(Exception):
+    """Base class of every error codex_bot raises on purpose."""
+
+
+class DispatcherNotReadyError(CodexBotError):
+    """``process_message`` was called before ``BotRedisDispatcher.setup(container)``.
+
+    Call ``setup()`` (or bind the processor with ``codex_bot.aiogram.setup_redis_events``)
+    before the processor starts. The processor does not ACK the entry, so it is handled
+    once the dispatcher is ready.
+    """
+
+
+class MalformedEventError(CodexBotError):
+    """An entry has no ``type`` or a ``json:`` value that is not valid JSON.
+
+    The processor moves such entries to the dead-letter stream with this message as the
+    reason; a direct caller of ``process_message`` gets the error.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerFailure:
+    """One handler's failure while dispatching an event."""
+
+    handler: str
+    error: BaseException
+
+    @property
+    def description(self) -> str:
+        """``ExceptionType: message`` — Telegram errors carry Telegram's own description."""
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+class HandlerFailedError(CodexBotError):
+    """Handlers failed and no retry scheduler took the event over.
+
+    The processor leaves the entry pending: it comes back through the claim sweep and is
+    dead-lettered once it was delivered more than ``max_deliveries`` times.
+    """
+
+    def __init__(self, event_type: str, failures: Sequence[HandlerFailure]) -> None:
+        self.event_type = event_type
+        self.failures = tuple(failures)
+        names = ", ".join(f"{f.handler} ({f.description})" for f in self.failures)
+        super().__init__(f"handlers failed for {event_type!r}: {names}")
+
+
+class RetrySchedulingError(CodexBotError):
+    """The retry scheduler could not take a failed event (for instance ARQ's Redis is down).
+
+    The entry is not ACKed: it stays pending and comes back through the claim sweep.
+    """

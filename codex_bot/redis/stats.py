@@ -1,0 +1,20 @@
+"""Counters a processor keeps, for health checks and metrics."""
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class ProcessorStats:
+    """What a ``RedisStreamProcessor`` did since it was created.
+
+    Attributes:
+        handled: Entries whose callback returned (dead-lettered handler failures included).
+        failed: Entries whose callback raised; they stay pending and come back.
+        dead_lettered: Entries moved to the dead-letter stream.
+        acked: Entries acknowledged.
+    """
+
+    handled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    acked: int = 0

