@@ -1,0 +1,454 @@
+"""Local Telegram Bot API stand-in: a real aiohttp server that a real aiogram ``Bot`` talks to.
+
+Tests and demos run against it without a token or internet access::
+
+    async with TelegramBotAPIStandIn() as api:
+        bot = Bot(token="42:TEST", session=api.session())
+        await bot.send_message(1, "hi")
+        assert api.sent[0].text == "hi"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiohttp import web
+
+logger = logging.getLogger(__name__)
+
+ChatId = int | str
+_Params = dict[str, Any]
+_Handler = Callable[[str, _Params], Awaitable[web.Response]]
+
+_TOKEN_RE = re.compile(r"\d+:.+")
+_TRUE_METHODS = ["deleteWebhook", "setWebhook", "answerCallbackQuery", "sendChatAction"]
+_TRUE_METHODS += ["setMyCommands", "deleteMessage", "close", "logOut"]
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message the bot sent (``sendMessage``) or edited (``editMessageText``)."""
+
+    chat_id: ChatId
+    text: str
+    reply_markup: dict[str, Any] | None
+    parse_mode: str | None
+    message_id: int
+    method: str
+    at: float
+
+
+@dataclass(frozen=True)
+class RejectedCall:
+    """A call the stand-in answered with an injected error instead of recording it."""
+
+    chat_id: ChatId
+    error_code: int
+    description: str
+    method: str
+    at: float
+
+
+@dataclass
+class _Fault:
+    error_code: int
+    description: str
+    remaining: int | None  # None means "for ever"
+    retry_after: int | None = None
+
+
+class TelegramBotAPIStandIn:
+    """Local stand-in for the Telegram Bot API, served over HTTP on 127.0.0.1.
+
+    Answers the methods a notification bot uses, records what was sent, and can inject the
+    errors Telegram returns (429, 403, 400, 5xx) for chosen chats. Faults apply to
+    ``sendMessage`` and ``editMessageText``, one fault per chat (the latest call wins).
+
+    Args:
+        latency: Seconds added to every ``sendMessage`` answer, to imitate Telegram.
+    """
+
+    def __init__(self, *, latency: float = 0.0) -> None:
+        self._latency = latency
+        self._runner: web.AppRunner | None = None
+        self._base_url: str | None = None
+        self._closing = False
+        self._sent: list[SentMessage] = []
+        self._rejected: list[RejectedCall] = []
+        self._calls: dict[str, int] = {}
+        self._faults: dict[ChatId, _Fault] = {}
+        self._updates: list[dict[str, Any]] = []
+        self._next_update_id = 1
+        self._next_message_id = 1
+        self._changed = asyncio.Condition()
+        self._update_pushed = asyncio.Event()
+        handlers: dict[str, _Handler] = dict.fromkeys(_TRUE_METHODS, self._true)
+        handlers |= {
+            "getMe": self._get_me,
+            "getUpdates": self._get_updates,
+            "getWebhookInfo": self._get_webhook_info,
+            "sendMessage": self._send_message,
+            "editMessageText": self._edit_message_text,
+        }
+        # Telegram method names are case-insensitive.
+        self._methods = {name.lower(): (name, handler) for name, handler in handlers.items()}
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start serving on a free port of 127.0.0.1; does nothing if already started."""
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        # access_log=None: the access log would write the token, which is part of the path.
+        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=2)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        host, port = runner.addresses[0][:2]
+        self._runner, self._closing = runner, False
+        self._base_url = f"http://{host}:{port}"
+        logger.info("Bot API stand-in listening on %s", self._base_url)
+
+    async def stop(self) -> None:
+        """Stop serving, releasing pending long polls first; safe to call more than once."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._closing = True
+        self._wake_pollers()
+        await runner.cleanup()
+        self._base_url = None
+        logger.info("Bot API stand-in stopped")
+
+    @property
+    def base_url(self) -> str:
+        """Root URL of the running server, e.g. ``http://127.0.0.1:40123``.
+
+        Raises:
+            RuntimeError: If the server is not running.
+        """
+        if self._base_url is None:
+            msg = "TelegramBotAPIStandIn is not started; call start() or use 'async with'"
+            raise RuntimeError(msg)
+        return self._base_url
+
+    def api_server(self) -> TelegramAPIServer:
+        """Return aiogram's API server config pointing at this stand-in.
+
+        Raises:
+            RuntimeError: If the server is not running.
+        """
+        return TelegramAPIServer.from_base(self.base_url)
+
+    def session(self) -> AiohttpSession:
+        """Return a new aiogram session for ``Bot(token=..., session=...)``; the caller closes it.
+
+        Raises:
+            RuntimeError: If the server is not running.
+        """
+        return AiohttpSession(api=self.api_server())
+
+    @property
+    def sent(self) -> list[SentMessage]:
+        """Recorded sent and edited messages, in arrival order (a copy)."""
+        return list(self._sent)
+
+    @property
+    def rejected(self) -> list[RejectedCall]:
+        """Calls answered with an injected error, in arrival order (a copy)."""
+        return list(self._rejected)
+
+    @property
+    def calls(self) -> dict[str, int]:
+        """Number of requests per method name, rejected and unknown ones included (a copy)."""
+        return dict(self._calls)
+
+    def sent_to(self, chat_id: ChatId) -> list[SentMessage]:
+        """Return the recorded messages for one chat, in arrival order.
+
+        Args:
+            chat_id: Chat id or ``@username`` as the bot passed it.
+        """
+        return [message for message in self._sent if message.chat_id == chat_id]
+
+    def push_update(self, update: Mapping[str, Any]) -> int:
+        """Queue an update for ``getUpdates``, waking pending long polls.
+
+        Args:
+            update: Update object as Telegram sends it; ``update_id`` is assigned if missing.
+
+        Returns:
+            The update's ``update_id``.
+        """
+        body = dict(update)
+        update_id = int(body.setdefault("update_id", self._next_update_id))
+        self._next_update_id = max(self._next_update_id, update_id + 1)
+        self._updates.append(body)
+        self._wake_pollers()
+        return update_id
+
+    def fail_with_retry_after(self, chat_id: ChatId, retry_after: int, times: int = 1) -> None:
+        """Answer the chat's next ``times`` messages with 429 Too Many Requests.
+
+        Args:
+            chat_id: Chat to fail.
+            retry_after: Seconds Telegram tells the bot to wait.
+            times: How many calls fail before the chat succeeds again.
+        """
+        description = f"Too Many Requests: retry after {retry_after}"
+        self._faults[chat_id] = _Fault(429, description, _positive(times), retry_after)
+
+    def block_chat(self, chat_id: ChatId) -> None:
+        """Answer every message to the chat with 403, as when the user blocked the bot."""
+        self._faults[chat_id] = _Fault(403, "Forbidden: bot was blocked by the user", None)
+
+    def missing_chat(self, chat_id: ChatId) -> None:
+        """Answer every message to the chat with 400 Bad Request: chat not found."""
+        self._faults[chat_id] = _Fault(400, "Bad Request: chat not found", None)
+
+    def fail_with_server_error(self, chat_id: ChatId, times: int = 1) -> None:
+        """Answer the chat's next ``times`` messages with 502 Bad Gateway.
+
+        Args:
+            chat_id: Chat to fail.
+            times: How many calls fail before the chat succeeds again.
+        """
+        self._faults[chat_id] = _Fault(502, "Bad Gateway", _positive(times))
+
+    def reset(self) -> None:
+        """Forget recorded messages, rejections, call counts, queued updates and faults."""
+        for records in (self._sent, self._rejected, self._updates):
+            records.clear()
+        self._calls.clear()
+        self._faults.clear()
+
+    async def wait_for_messages(
+        self,
+        n: int,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the timeout is part of the requested API
+    ) -> list[SentMessage]:
+        """Wait until at least ``n`` messages are recorded.
+
+        Args:
+            n: Number of recorded messages to wait for.
+            timeout: Seconds to wait.
+
+        Returns:
+            All recorded messages.
+
+        Raises:
+            TimeoutError: If fewer than ``n`` messages arrived in time.
+        """
+        await self._wait_for(lambda: len(self._sent), n, timeout, "sent messages")
+        return self.sent
+
+    async def wait_for_calls(
+        self,
+        method: str,
+        n: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109 - mirrors wait_for_messages
+    ) -> None:
+        """Wait until ``method`` has been requested at least ``n`` times.
+
+        Args:
+            method: Method name as in :attr:`calls`, e.g. ``"getUpdates"``.
+            n: Number of requests to wait for.
+            timeout: Seconds to wait.
+
+        Raises:
+            TimeoutError: If fewer than ``n`` requests arrived in time.
+        """
+        await self._wait_for(lambda: self._calls.get(method, 0), n, timeout, f"{method} calls")
+
+    async def _wait_for(self, count: Callable[[], int], n: int, seconds: float, what: str) -> None:
+        try:
+            async with asyncio.timeout(seconds), self._changed:
+                await self._changed.wait_for(lambda: count() >= n)
+        except TimeoutError:
+            msg = f"timed out after {seconds}s waiting for {n} {what}; only {count()} arrived"
+            raise TimeoutError(msg) from None
+
+    def _wake_pollers(self) -> None:
+        # A fresh event per pulse: every waiter holding the old one wakes, nobody clears early.
+        self._update_pushed.set()
+        self._update_pushed = asyncio.Event()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        token, name = request.match_info["token"], request.match_info["method"]
+        canonical, handler = self._methods.get(name.lower(), (name, None))
+        async with self._changed:
+            self._calls[canonical] = self._calls.get(canonical, 0) + 1
+            self._changed.notify_all()
+        if not _TOKEN_RE.fullmatch(token):
+            return _error(401, "Unauthorized")
+        if handler is None:
+            logger.debug("Bot API stand-in: unknown method %s", canonical)
+            return _error(404, "Not Found: method not found")
+        try:
+            response = await handler(token, await _read_params(request))
+        except ValueError as exc:
+            logger.debug("Bot API stand-in: bad %s parameters: %s", canonical, exc)
+            return _error(400, "Bad Request: can't parse parameters")
+        logger.debug("Bot API stand-in: %s -> %s", canonical, response.status)
+        return response
+
+    async def _true(self, _token: str, _params: _Params) -> web.Response:
+        return _ok(True)
+
+    async def _get_me(self, token: str, _params: _Params) -> web.Response:
+        return _ok(_bot_user(token))
+
+    async def _get_webhook_info(self, _token: str, _params: _Params) -> web.Response:
+        pending = len(self._updates)
+        return _ok({"url": "", "has_custom_certificate": False, "pending_update_count": pending})
+
+    async def _get_updates(self, _token: str, params: _Params) -> web.Response:
+        offset, limit = int(params.get("offset") or 0), int(params.get("limit") or 100)
+        if offset > 0:  # confirms every update below offset, as Telegram does
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        timeout = float(params.get("timeout") or 0)
+        if not self._updates and timeout > 0 and not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._update_pushed.wait()
+        return _ok(self._updates[:limit])
+
+    async def _send_message(self, token: str, params: _Params) -> web.Response:
+        if self._latency > 0:
+            await asyncio.sleep(self._latency)
+        return await self._deliver("sendMessage", token, params, None)
+
+    async def _edit_message_text(self, token: str, params: _Params) -> web.Response:
+        if params.get("inline_message_id"):
+            return _ok(True)
+        if not params.get("message_id"):
+            return _error(400, "Bad Request: message identifier is not specified")
+        return await self._deliver("editMessageText", token, params, int(params["message_id"]))
+
+    async def _deliver(
+        self, method: str, token: str, params: _Params, message_id: int | None
+    ) -> web.Response:
+        chat_id, text = _chat_id(params.get("chat_id")), str(params.get("text") or "")
+        if chat_id is None:
+            return _error(400, "Bad Request: chat_id is empty")
+        if not text:
+            return _error(400, "Bad Request: message text is empty")
+        if fault := self._take_fault(chat_id):
+            self._rejected.append(
+                RejectedCall(chat_id, fault.error_code, fault.description, method, time.time())
+            )
+            parameters = {"retry_after": fault.retry_after} if fault.retry_after else None
+            return _error(fault.error_code, fault.description, parameters)
+        if message_id is None:
+            message_id, self._next_message_id = self._next_message_id, self._next_message_id + 1
+        markup, parse_mode = _json_object(params.get("reply_markup")), params.get("parse_mode")
+        parse_mode = str(parse_mode) if parse_mode else None
+        message = SentMessage(chat_id, text, markup, parse_mode, message_id, method, time.time())
+        async with self._changed:
+            self._sent.append(message)
+            self._changed.notify_all()
+        return _ok(_message_json(message, token))
+
+    def _take_fault(self, chat_id: ChatId) -> _Fault | None:
+        fault = self._faults.get(chat_id)
+        if fault is not None and fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                del self._faults[chat_id]
+        return fault
+
+
+async def _read_params(request: web.Request) -> _Params:
+    params: _Params = dict(request.query)
+    if request.content_type == "application/json":
+        raw = await request.text()
+        body = json.loads(raw) if raw.strip() else {}
+        if not isinstance(body, dict):
+            msg = "JSON body must be an object"
+            raise ValueError(msg)  # answered as 400 by the caller
+        params.update(body)
+    elif request.content_type in _FORM_TYPES:
+        form = await request.post()
+        params.update((key, value) for key, value in form.items() if isinstance(value, str))
+    return params
+
+
+def _chat_id(value: Any) -> ChatId | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _json_object(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, str):  # form bodies carry nested objects as JSON strings
+        value = json.loads(value) if value else None
+    return value if isinstance(value, dict) else None
+
+
+def _positive(times: int) -> int:
+    if times < 1:
+        msg = f"times must be at least 1, got {times}"
+        raise ValueError(msg)
+    return times
+
+
+def _bot_user(token: str) -> dict[str, Any]:
+    bot_id = int(token.split(":", 1)[0])
+    return {"id": bot_id, "is_bot": True, "first_name": "Stand-in", "username": "standin_bot"}
+
+
+def _chat_json(chat_id: ChatId) -> dict[str, Any]:
+    if isinstance(chat_id, str):  # "@channel": Telegram answers with a numeric id
+        numeric = -1_000_000_000_000 - zlib.crc32(chat_id.encode())
+        return {"id": numeric, "type": "channel", "username": chat_id.lstrip("@")}
+    return {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}
+
+
+def _message_json(message: SentMessage, token: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "message_id": message.message_id,
+        "date": int(message.at),
+        "chat": _chat_json(message.chat_id),
+        "from": _bot_user(token),
+        "text": message.text,
+    }
+    # Messages only echo inline keyboards; aiogram would reject any other markup here.
+    if message.reply_markup and "inline_keyboard" in message.reply_markup:
+        body["reply_markup"] = message.reply_markup
+    if message.method == "editMessageText":
+        body["edit_date"] = int(message.at)
+    return body
+
+
+def _ok(result: Any) -> web.Response:
+    return web.json_response({"ok": True, "result": result})
+
+
+def _error(code: int, description: str, parameters: dict[str, Any] | None = None) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return web.json_response(body, status=code)
