@@ -16,7 +16,15 @@ from codex_bot.redis.exceptions import MalformedEventError
 
 _PREFIX_LEN = len(JSON_PREFIX)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_loads = json.loads
+
+
+def _reject_constant(name: str) -> Any:
+    msg = f"{name} is not valid JSON"
+    raise ValueError(msg)
+
+
+# strict like the encoder: NaN and Infinity are not JSON, so they never decode either
+_loads = json.JSONDecoder(parse_constant=_reject_constant).decode
 
 
 def encode_value(value: Any) -> str:

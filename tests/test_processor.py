@@ -1,0 +1,359 @@
+"""``RedisStreamProcessor`` on a real redis-server: reads, stop, recovery, ACKs, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from codex_bot.redis import BotRedisDispatcher, StreamProducer, current_event
+from codex_bot.redis.codec import text
+from tests.conftest import Recorder, blocked_clients, pending_count, wait_for
+
+
+async def dead_letters(redis, stream: str) -> list[dict[str, str]]:
+    return [
+        {text(k): text(v) for k, v in fields.items()}
+        for _, fields in await redis.xrange(stream + ":dead")
+    ]
+
+
+async def nothing_pending(redis, stream: str) -> bool:
+    return await pending_count(redis, stream) == 0
+
+
+async def test_events_pushed_before_the_first_start_are_handled(redis, stream, make_processor):
+    ids = await StreamProducer(redis, stream).add_events([("t", {"n": i}) for i in range(5)])
+    recorder = Recorder()
+    processor = make_processor(redis, stream, recorder)
+    await processor.start_listening()
+    assert processor.is_running
+    await wait_for(lambda: len(recorder.payloads) == 5, message="five events")
+    assert recorder.entry_ids == ids
+    assert [p["n"] for p in recorder.payloads] == [0, 1, 2, 3, 4]
+    await wait_for(lambda: processor.stats.acked == 5, message="five ACKs")
+    assert await pending_count(redis, stream) == 0
+
+
+async def test_the_seed_example_end_to_end(redis, stream):
+    from codex_bot.redis import RedisRouter, RedisStreamProcessor, RedisStreamStorage
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+    router = RedisRouter()
+
+    @router.message("booking.confirmed", filter_func=lambda p: p.get("urgent"))
+    async def on_urgent(payload: dict[str, Any], container: Any) -> None:
+        seen.append(("urgent", payload))
+
+    @router.message("booking.confirmed")
+    async def on_booking(payload: dict[str, Any], container: Any) -> None:
+        seen.append((container, payload))
+
+    dispatcher = BotRedisDispatcher(retry_scheduler=None)
+    dispatcher.include_router(router)
+    dispatcher.setup(container="the container")
+    processor = RedisStreamProcessor(
+        RedisStreamStorage(redis), stream, "bot_group", "bot-1", batch_count=10, poll_interval=1.0
+    )
+    processor.set_message_callback(dispatcher.process_message)
+    producer = StreamProducer(redis, stream_name=stream)
+    await producer.add_event("booking.confirmed", {"chat_id": 42, "urgent": True})
+    await processor.start_listening()
+    try:
+        await producer.add_event("booking.confirmed", {"chat_id": 43, "urgent": False})
+        await wait_for(lambda: len(seen) == 3, message="three handler calls")
+        await wait_for(lambda: processor.stats.acked == 2, message="two ACKs")
+    finally:
+        await processor.stop_listening()
+    assert seen == [
+        ("urgent", {"type": "booking.confirmed", "chat_id": 42, "urgent": True}),
+        ("the container", {"type": "booking.confirmed", "chat_id": 42, "urgent": True}),
+        ("the container", {"type": "booking.confirmed", "chat_id": 43, "urgent": False}),
+    ]
+    assert await pending_count(redis, stream, "bot_group") == 0
+
+
+async def test_an_event_in_an_idle_stream_is_handled_within_milliseconds(
+    redis, stream, make_processor
+):
+    arrived: list[float] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        arrived.append(time.monotonic())
+
+    processor = make_processor(redis, stream, handler, poll_interval=5)
+    await processor.start_listening()
+    await wait_for(lambda: blocked_clients(redis), message="the read to block on the server")
+    pushed = time.monotonic()
+    await redis.xadd(stream, {"type": "t"})
+    await wait_for(lambda: arrived, message="the event")
+    assert arrived[0] - pushed < 0.1
+
+
+async def test_stop_returns_promptly_while_a_read_is_blocked(redis, stream, make_processor):
+    recorder = Recorder()
+    processor = make_processor(redis, stream, recorder, poll_interval=30)
+    await processor.start_listening()
+    await wait_for(lambda: blocked_clients(redis), message="the read to block on the server")
+    started = time.monotonic()
+    await processor.stop_listening()
+    assert time.monotonic() - started < 1
+    assert not processor.is_running
+    await processor.stop_listening()  # idempotent
+    # the cancelled XREADGROUP must not leave a connection that answers the wrong reply
+    assert await redis.ping()
+    entry_id = await redis.xadd(stream, {"type": "t"})
+    assert [e for e, _ in await redis.xrange(stream)] == [entry_id]
+    assert await pending_count(redis, stream) == 0
+    await processor.start_listening()  # and the processor starts again on the same client
+    await wait_for(lambda: recorder.entry_ids == [entry_id], message="the event after restart")
+    await wait_for(lambda: processor.stats.acked == 1, message="its ACK")
+
+
+async def test_stop_lets_an_in_flight_handler_finish_and_acks_it(redis, stream, make_processor):
+    release = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        await release.wait()
+        finished.append(payload["type"])
+
+    processor = make_processor(redis, stream, handler, drain_timeout=5)
+    await processor.start_listening()
+    await redis.xadd(stream, {"type": "slow"})
+    await wait_for(lambda: processor.in_flight == 1, message="the handler to start")
+    stopping = asyncio.create_task(processor.stop_listening())
+    await wait_for(lambda: not processor.is_running, message="stop to begin")
+    assert not stopping.done()
+    release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert finished == ["slow"]
+    assert processor.stats.acked == 1
+    assert await pending_count(redis, stream) == 0
+
+
+async def test_drain_timeout_leaves_an_unfinished_entry_pending(redis, stream, make_processor):
+    cancelled: list[bool] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    processor = make_processor(redis, stream, handler, drain_timeout=0.1)
+    await processor.start_listening()
+    entry_id = await redis.xadd(stream, {"type": "stuck"})
+    await wait_for(lambda: processor.in_flight == 1, message="the handler to start")
+    await processor.stop_listening()
+    assert cancelled == [True]
+    assert processor.in_flight == 0
+    rows = await redis.xpending_range(stream, "bot", "-", "+", 10)
+    assert [(row["message_id"], row["consumer"]) for row in rows] == [(entry_id, "c1")]
+
+
+async def test_own_pending_entries_are_handled_first_at_start(redis, stream, make_processor):
+    producer = StreamProducer(redis, stream)
+    await redis.xgroup_create(stream, "bot", id="0", mkstream=True)
+    crashed = await producer.add_events([("t", {"n": i}) for i in range(3)])
+    await redis.xreadgroup("bot", "c1", {stream: ">"}, count=3)  # read, then the process died
+    fresh = await producer.add_events([("t", {"n": i}) for i in range(3, 6)])
+    recorder = Recorder()
+    processor = make_processor(
+        redis, stream, recorder, max_concurrency=1, claim_min_idle_ms=3_600_000
+    )
+    await processor.start_listening()
+    await wait_for(lambda: len(recorder.entry_ids) == 6, message="six events")
+    assert recorder.entry_ids == crashed + fresh
+    await wait_for(lambda: processor.stats.acked == 6, message="six ACKs")
+    assert await pending_count(redis, stream) == 0
+
+
+async def test_claim_sweep_takes_a_dead_consumers_whole_pel(redis, stream, make_processor):
+    await redis.xgroup_create(stream, "bot", id="0", mkstream=True)
+    ids = await StreamProducer(redis, stream).add_events([("t", {"n": i}) for i in range(120)])
+    await redis.xreadgroup("bot", "dead", {stream: ">"}, count=120)
+    recorder = Recorder()
+    # pages hold at most max_concurrency entries, so 120 take several; one sweep only
+    processor = make_processor(
+        redis, stream, recorder, max_concurrency=16, claim_min_idle_ms=1, claim_interval=3600
+    )
+    await processor.start_listening()
+    await wait_for(lambda: len(recorder.entry_ids) == 120, message="every stale entry")
+    assert set(recorder.entry_ids) == set(ids)
+    await wait_for(lambda: processor.stats.acked == 120, message="120 ACKs")
+    assert await pending_count(redis, stream) == 0
+    assert await redis.xlen(stream + ":dead") == 0
+
+
+async def test_a_failing_entry_stays_pending_then_is_dead_lettered(redis, stream, make_processor):
+    gate = asyncio.Event()
+    calls: list[int] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        event = current_event()
+        assert event is not None
+        calls.append(event.deliveries)
+        if event.deliveries > 1:
+            await gate.wait()
+        raise RuntimeError("boom")
+
+    fields = {"type": "order.paid", "chat_id": "json:42", "note": "hello"}
+    entry_id = await redis.xadd(stream, fields)
+    processor = make_processor(
+        redis, stream, handler, claim_min_idle_ms=20, claim_interval=0.02, max_deliveries=3
+    )
+    await processor.start_listening()
+    await wait_for(lambda: processor.stats.failed == 1, message="the first failure")
+    assert await pending_count(redis, stream) == 1  # not ACKed
+    assert processor.stats.acked == 0
+    gate.set()
+    await wait_for(lambda: dead_letters(redis, stream), message="the dead letter")
+    assert calls == [1, 2, 3]  # the 4th delivery is over max_deliveries: not handled again
+    [letter] = await dead_letters(redis, stream)
+    assert {k: letter[k] for k in fields} == fields
+    assert letter["codex.dead.source_id"] == entry_id
+    assert letter["codex.dead.reason"] == "delivered 4 times (max_deliveries=3)"
+    assert letter["codex.dead.attempts"] == "4"
+    assert await pending_count(redis, stream) == 0
+    assert processor.stats.dead_lettered == 1
+
+
+async def test_process_message_before_setup_acks_nothing(redis, stream, make_processor):
+    dispatcher = BotRedisDispatcher()
+    handled: list[dict[str, Any]] = []
+
+    @dispatcher.on_message("t")
+    async def handler(payload: dict[str, Any], container: Any) -> None:
+        handled.append(payload)
+
+    processor = make_processor(redis, stream, dispatcher.process_message)
+    await processor.start_listening()
+    entry_id = await redis.xadd(stream, {"type": "t"})
+    await wait_for(lambda: processor.stats.failed == 1, message="the refused event")
+    assert handled == []
+    assert processor.stats.acked == 0
+    rows = await redis.xpending_range(stream, "bot", "-", "+", 10)
+    assert [row["message_id"] for row in rows] == [entry_id]
+    assert await redis.xlen(stream + ":dead") == 0
+
+
+async def test_the_processor_passes_its_stream_name(redis, stream, make_processor):
+    seen: list[tuple[str, str]] = []
+
+    async def with_stream(payload: dict[str, Any], stream_name: str = "bot_events") -> None:
+        seen.append((payload["type"], stream_name))
+
+    async def with_kwargs(payload: dict[str, Any], **kwargs: Any) -> None:
+        seen.append((payload["type"], kwargs["stream_name"]))
+
+    async def one_arg(payload: dict[str, Any]) -> None:
+        seen.append((payload["type"], "-"))
+
+    await redis.xadd(stream, {"type": "t"})
+    for i, callback in enumerate([with_stream, with_kwargs, one_arg]):
+        processor = make_processor(redis, stream, callback, group=f"g{i}")
+        await processor.start_listening()
+        await wait_for(lambda i=i: len(seen) == i + 1, message=callback.__name__)
+        await processor.stop_listening()
+    assert seen == [("t", stream), ("t", stream), ("t", "-")]
+
+
+async def test_dispatcher_retries_go_to_the_stream_the_event_came_from(
+    redis, stream, make_processor
+):
+    scheduled: list[str] = []
+
+    class Scheduler:
+        async def schedule_retry(self, stream_name: str, payload: dict, delay: int = 60) -> None:
+            scheduled.append(stream_name)
+
+    dispatcher = BotRedisDispatcher(retry_scheduler=Scheduler(), retry_delay=0.01)
+
+    @dispatcher.on_message("t")
+    async def handler(payload: dict[str, Any], container: Any) -> None:
+        raise RuntimeError("boom")
+
+    dispatcher.setup(container=None)
+    processor = make_processor(redis, stream, dispatcher.process_message)
+    await processor.start_listening()
+    await redis.xadd(stream, {"type": "t"})
+    await wait_for(lambda: processor.stats.acked == 1, message="the handed-over event's ACK")
+    assert scheduled == [stream]
+    assert await pending_count(redis, stream) == 0
+
+
+@pytest.mark.parametrize("decode_responses", [True, False], ids=["decoded", "bytes"])
+async def test_malformed_entries_are_dead_lettered_and_the_processor_goes_on(
+    redis_server, make_client, make_processor, stream, decode_responses
+):
+    client = make_client(redis_server.url, decode_responses=decode_responses)
+    await client.flushall()
+    bad = {
+        "no type": {"chat_id": "42"},
+        "bad json": {"type": "t", "items": "json:[oops"},
+        "type not a string": {"type": "json:42"},
+        "not utf-8": {"type": "t", "v": b"\xff\xfe"},
+    }
+    bad_ids = {reason: text(await client.xadd(stream, fields)) for reason, fields in bad.items()}
+    good_id = text(await client.xadd(stream, {"type": "t", "n": "1"}))
+    recorder = Recorder()
+    processor = make_processor(client, stream, recorder)
+    await processor.start_listening()
+    await wait_for(lambda: recorder.entry_ids == [good_id], message="the good event")
+    await wait_for(lambda: processor.stats.acked == 1, message="its ACK")
+    letters = {
+        letter["codex.dead.source_id"]: letter for letter in await dead_letters(client, stream)
+    }
+    assert set(letters) == set(bad_ids.values())
+    no_type = letters[bad_ids["no type"]]
+    assert no_type["chat_id"] == "42"
+    assert "no 'type'" in no_type["codex.dead.reason"]
+    bad_json = letters[bad_ids["bad json"]]
+    assert bad_json["items"] == "json:[oops"
+    assert "'items' is marked json: but is not valid JSON" in bad_json["codex.dead.reason"]
+    assert "no 'type'" in letters[bad_ids["type not a string"]]["codex.dead.reason"]
+    not_utf8 = letters[bad_ids["not utf-8"]]
+    assert "not valid UTF-8" in not_utf8["codex.dead.reason"]
+    assert not_utf8["v"] == "\\xff\\xfe"  # the bytes stay visible
+    assert await pending_count(client, stream) == 0
+    assert processor.stats.dead_lettered == 4
+
+
+async def test_unknown_types_are_acked_and_counted(redis, stream, make_processor):
+    dispatcher = BotRedisDispatcher()
+    dispatcher.setup(container=None)
+    processor = make_processor(redis, stream, dispatcher.process_message)
+    await processor.start_listening()
+    await StreamProducer(redis, stream).add_events([("nobody.listens", {})] * 3)
+    await wait_for(lambda: processor.stats.acked == 3, message="three ACKs")
+    assert dispatcher.unknown_types == {"nobody.listens": 3}
+    assert await pending_count(redis, stream) == 0
+    assert await redis.xlen(stream + ":dead") == 0
+
+
+async def test_an_entry_deleted_while_pending_is_dead_lettered(redis, stream, make_processor):
+    await redis.xgroup_create(stream, "bot", id="0", mkstream=True)
+    [gone, kept] = await StreamProducer(redis, stream).add_events([("t", {}), ("t", {})])
+    await redis.xreadgroup("bot", "c1", {stream: ">"}, count=2)
+    await redis.xdel(stream, gone)
+    recorder = Recorder()
+    processor = make_processor(redis, stream, recorder)
+    await processor.start_listening()
+    await wait_for(lambda: recorder.entry_ids == [kept], message="the kept entry")
+    await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
+    [letter] = await dead_letters(redis, stream)
+    assert letter["codex.dead.source_id"] == gone
+    assert letter["codex.dead.reason"] == "entry was deleted from the stream before it was handled"
+
+
+async def test_start_needs_a_callback(redis, stream):
+    from codex_bot.redis import CodexBotError, RedisStreamProcessor, RedisStreamStorage
+
+    processor = RedisStreamProcessor(RedisStreamStorage(redis), stream, "bot", "c1")
+    with pytest.raises(CodexBotError, match="set_message_callback"):
+        await processor.start_listening()
+    assert not processor.is_running
