@@ -1,0 +1,273 @@
+"""One contract, two storages: ``InMemoryStreamStorage`` must behave as ``RedisStreamStorage``.
+
+Every test runs against both (``indirect`` parametrization of the ``backend`` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from codex_bot.redis import RedisStreamStorage
+from codex_bot.testing import InMemoryStreamStorage
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.parametrize("backend", ["memory", "redis"], indirect=True)
+
+GROUP = "bot"
+
+
+class Backend:
+    """The storage under test, plus the raw stream operations a test needs to set the scene."""
+
+    def __init__(self, storage: Any, redis: Redis | None = None) -> None:
+        self.storage = storage
+        self.redis = redis
+
+    async def add(self, stream: str, **fields: str) -> str:
+        if self.redis is None:
+            return str(self.storage.add(stream, fields))
+        return str(await self.redis.xadd(stream, fields))  # type: ignore[arg-type]
+
+    async def delete(self, stream: str, entry_id: str) -> None:
+        if self.redis is None:
+            self.storage.delete(stream, entry_id)
+        else:
+            await self.redis.xdel(stream, entry_id)
+
+    async def destroy_group(self, stream: str) -> None:
+        if self.redis is None:
+            self.storage.destroy_group(stream, GROUP)
+        else:
+            await self.redis.xgroup_destroy(stream, GROUP)
+
+    async def entries(self, stream: str) -> list[tuple[str, dict[str, Any]]]:
+        if self.redis is None:
+            return [(i, dict(f)) for i, f in self.storage.entries(stream)]
+        return list(await self.redis.xrange(stream))
+
+    async def pending(self, stream: str) -> list[tuple[str, str, int]]:
+        """``(entry id, consumer, deliveries)`` of each pending entry, oldest first."""
+        if self.redis is None:
+            return [
+                (p.entry_id, p.consumer, p.deliveries) for p in self.storage.pending(stream, GROUP)
+            ]
+        rows = await self.redis.xpending_range(stream, GROUP, "-", "+", 100)
+        return [(r["message_id"], r["consumer"], r["times_delivered"]) for r in rows]
+
+    async def wait_until_blocked(self) -> None:
+        if self.redis is None:
+            # one loop turn runs the read up to its wait: it does no I/O before that
+            await asyncio.sleep(0)
+            return
+        redis = self.redis
+        await wait_for(
+            lambda: _blocked_clients(redis), timeout=5, message="XREADGROUP to block on the server"
+        )
+
+
+async def _blocked_clients(redis: Redis) -> int:
+    return int((await redis.info("clients"))["blocked_clients"])
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "memory":
+        return Backend(InMemoryStreamStorage())
+    redis = request.getfixturevalue("redis")
+    return Backend(RedisStreamStorage(redis), redis)
+
+
+async def test_group_is_created_once_at_zero_with_mkstream(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    assert await storage.group_last_delivered_id(stream, GROUP) is None
+    assert await storage.ensure_group(stream, GROUP, "0") is True
+    assert await backend.entries(stream) == []  # MKSTREAM: the stream exists, empty
+    assert await storage.ensure_group(stream, GROUP, "0") is False
+    await storage.create_group(stream, GROUP)  # the seed's call: no error when it exists
+    assert await storage.group_last_delivered_id(stream, GROUP) == "0-0"
+
+    older = await backend.add(stream, n="1")
+    assert await storage.ensure_group(stream, "latecomer", "$") is True
+    newer = await backend.add(stream, n="2")
+    bot_read = await storage.read_new(stream, GROUP, "c1", 10, 1)
+    late_read = await storage.read_new(stream, "latecomer", "c1", 10, 1)
+    assert [i for i, _ in bot_read] == [older, newer]  # created at 0: earlier entries too
+    assert [i for i, _ in late_read] == [newer]
+
+
+async def test_read_new_delivers_each_entry_once(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    ids = [await backend.add(stream, n=str(n), type="t") for n in range(3)]
+
+    first = await storage.read_new(stream, GROUP, "c1", 2, 1)
+    second = await storage.read_events(stream, GROUP, "c2", 10)
+
+    # reliable reads give bytes (an entry that is not UTF-8 must not fail the read),
+    # the seed's reads give str, as a decode_responses=True client does
+    assert first == [(ids[0], {b"n": b"0", b"type": b"t"}), (ids[1], {b"n": b"1", b"type": b"t"})]
+    assert second == [(ids[2], {"n": "2", "type": "t"})]
+    assert await storage.read_new(stream, GROUP, "c1", 10, 1) == []
+    assert await storage.group_last_delivered_id(stream, GROUP) == ids[2]
+    assert await backend.pending(stream) == [
+        (ids[0], "c1", 1),
+        (ids[1], "c1", 1),
+        (ids[2], "c2", 1),
+    ]
+
+
+async def test_read_new_blocks_for_block_ms_when_nothing_arrives(
+    backend: Backend, stream: str
+) -> None:
+    await backend.storage.ensure_group(stream, GROUP, "0")
+    started = time.monotonic()
+    assert await backend.storage.read_new(stream, GROUP, "c1", 10, 200) == []
+    assert 0.15 <= time.monotonic() - started < 2
+
+
+async def test_read_new_wakes_as_soon_as_an_entry_is_added(backend: Backend, stream: str) -> None:
+    await backend.storage.ensure_group(stream, GROUP, "0")
+    read = asyncio.create_task(backend.storage.read_new(stream, GROUP, "c1", 10, 10_000))
+    await backend.wait_until_blocked()
+    assert not read.done()
+
+    added_at = time.monotonic()
+    entry_id = await backend.add(stream, n="1")
+    entries = await asyncio.wait_for(read, 5)
+
+    assert entries == [(entry_id, {b"n": b"1"})]
+    assert time.monotonic() - added_at < 1  # woken by the add, not by the 10 s timeout
+
+
+async def test_read_own_pending_rereads_history_and_counts_deliveries(
+    backend: Backend, stream: str
+) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    ids = [await backend.add(stream, n=str(n)) for n in range(4)]
+    await storage.read_new(stream, GROUP, "c1", 3, 1)
+    await storage.read_new(stream, GROUP, "c2", 1, 1)
+
+    everything = await storage.read_own_pending(stream, GROUP, "c1", "0-0", 10)
+    after_first = await storage.read_own_pending(stream, GROUP, "c1", ids[0], 1)
+    await backend.delete(stream, ids[2])
+    deleted = await storage.read_own_pending(stream, GROUP, "c1", ids[1], 10)
+
+    assert everything == [(ids[n], {b"n": str(n).encode()}) for n in range(3)]
+    assert after_first == [(ids[1], {b"n": b"1"})]
+    assert deleted == [(ids[2], {})]  # still pending, no fields
+    assert await backend.pending(stream) == [
+        (ids[0], "c1", 2),
+        (ids[1], "c1", 3),
+        (ids[2], "c1", 2),  # reading a deleted entry is no delivery
+        (ids[3], "c2", 1),
+    ]
+
+
+async def test_claim_stale_follows_the_cursor_page_by_page(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    ids = [await backend.add(stream, n=str(n)) for n in range(5)]
+    await storage.read_new(stream, GROUP, "c1", 5, 1)
+    assert (await storage.claim_stale(stream, GROUP, "c2", 60_000, "0-0", 10)).entries == []
+
+    pages = []
+    cursor = "0-0"
+    while True:
+        page = await storage.claim_stale(stream, GROUP, "c2", 0, cursor, 2)
+        pages.append([entry_id for entry_id, _ in page.entries])
+        cursor = page.next_cursor
+        if cursor == "0-0":
+            break
+
+    assert pages == [ids[0:2], ids[2:4], ids[4:5]]
+    assert await backend.pending(stream) == [(entry_id, "c2", 2) for entry_id in ids]
+
+
+async def test_claim_stale_reports_and_drops_deleted_entries(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    ids = [await backend.add(stream, n=str(n)) for n in range(3)]
+    await storage.read_new(stream, GROUP, "c1", 3, 1)
+    await backend.delete(stream, ids[0])
+
+    page = await storage.claim_stale(stream, GROUP, "c2", 0, "0-0", 2)
+    seed = await storage.claim_stale_events(stream, GROUP, "c3", 0, 10)
+
+    assert page.deleted_ids == [ids[0]]  # counts against COUNT, as in Redis 7
+    assert [entry_id for entry_id, _ in page.entries] == [ids[1]]
+    assert page.next_cursor == ids[2]
+    assert seed == [(ids[1], {"n": "1"}), (ids[2], {"n": "2"})]
+    assert await backend.pending(stream) == [(ids[1], "c3", 3), (ids[2], "c3", 2)]
+
+
+async def test_delivery_counts_grow_with_each_redelivery(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    kept = await backend.add(stream, n="1")
+    acked = await backend.add(stream, n="2")
+    await storage.read_new(stream, GROUP, "c1", 2, 1)
+    await storage.ack_event(stream, GROUP, acked)
+    assert await storage.delivery_counts(stream, GROUP, [kept, acked]) == {kept: 1}
+
+    await storage.claim_stale(stream, GROUP, "c2", 0, "0-0", 10)
+    await storage.read_own_pending(stream, GROUP, "c2", "0-0", 10)
+
+    assert await storage.delivery_counts(stream, GROUP, [kept, acked]) == {kept: 3}
+    assert await storage.delivery_counts(stream, GROUP, []) == {}
+
+
+async def test_ack_removes_entries_from_the_pel(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    ids = [await backend.add(stream, n=str(n)) for n in range(3)]
+    await storage.read_new(stream, GROUP, "c1", 3, 1)
+
+    assert await storage.ack_events(stream, GROUP, [ids[0], ids[1], ids[1]]) == 2
+    assert await storage.ack_events(stream, GROUP, [ids[0]]) == 0
+    assert await backend.pending(stream) == [(ids[2], "c1", 1)]
+    await storage.ack_event(stream, GROUP, ids[2])
+    assert await backend.pending(stream) == []
+    assert await storage.ack_events(stream, "no-such-group", ids) == 0
+    assert len(await backend.entries(stream)) == 3  # ACK is no XDEL
+
+
+async def test_dead_letter_appends_letters_and_acks(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    bad = await backend.add(stream, n="1")
+    good = await backend.add(stream, n="2")
+    await storage.read_new(stream, GROUP, "c1", 2, 1)
+    letters = [{"n": "1", "codex.dead.reason": "a"}, {"n": "1", "codex.dead.reason": "b"}]
+
+    await storage.dead_letter(stream, GROUP, bad, stream + ":dead", letters)
+
+    assert [fields for _, fields in await backend.entries(stream + ":dead")] == letters
+    assert await backend.pending(stream) == [(good, "c1", 1)]
+
+
+async def test_a_destroyed_group_answers_nogroup(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    entry_id = await backend.add(stream, n="1")
+    await storage.read_new(stream, GROUP, "c1", 10, 1)
+
+    await backend.destroy_group(stream)
+
+    with pytest.raises(ResponseError, match="NOGROUP"):
+        await storage.read_new(stream, GROUP, "c1", 10, 1)
+    with pytest.raises(ResponseError, match="NOGROUP"):
+        await storage.read_own_pending(stream, GROUP, "c1", "0-0", 10)
+    with pytest.raises(ResponseError, match="NOGROUP"):
+        await storage.claim_stale(stream, GROUP, "c1", 0, "0-0", 10)
+    with pytest.raises(ResponseError, match="NOGROUP"):
+        await storage.delivery_counts(stream, GROUP, [entry_id])
+    assert await storage.group_last_delivered_id(stream, GROUP) is None
+    assert await storage.ensure_group(stream, GROUP, entry_id) is True
+    assert await storage.read_new(stream, GROUP, "c1", 10, 1) == []
