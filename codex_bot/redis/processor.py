@@ -136,6 +136,9 @@ class RedisStreamProcessor:
         self._ack_task: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
         self._lanes: dict[Any, deque[_Item]] = {}
+        self._ready: deque[tuple[_Item, Any]] = deque()
+        self._idle: list[asyncio.Future[None]] = []
+        self._balancing = False
         self._inflight_ids: set[str] = set()
         self._capacity = asyncio.Event()
         self._ack_buffer: list[str] = []
@@ -215,6 +218,9 @@ class RedisStreamProcessor:
         self._running = False
         await _cancel(self._loop_task)
         self._loop_task = None
+        for waiter in self._idle:
+            waiter.cancel()
+        self._idle.clear()
         if self._workers:
             _, late = await asyncio.wait(set(self._workers), timeout=self.drain_timeout)
             if late:
@@ -401,7 +407,10 @@ class RedisStreamProcessor:
         return max(self.max_concurrency - len(self._inflight_ids), 1)
 
     async def _wait_for_capacity(self) -> None:
-        while len(self._inflight_ids) >= self.max_concurrency or (
+        # wait for room for a whole batch: reading a slot or two at a time costs a round
+        # trip per event while a backlog drains
+        busy = self.max_concurrency - min(self.batch_count, self.max_concurrency)
+        while len(self._inflight_ids) > busy or (
             len(self._ack_buffer) >= self.max_concurrency * 10
         ):
             self._capacity.clear()
@@ -412,37 +421,35 @@ class RedisStreamProcessor:
     async def _submit_all(
         self, entries: Sequence[Entry], deliveries: Mapping[str, int] | None
     ) -> None:
+        if not entries:
+            return
+        # entries of one read or page come in id order
+        last = entries[-1][0]
+        if self._last_seen_id is None or _id_key(last) > _id_key(self._last_seen_id):
+            self._last_seen_id = last
         for entry_id, fields in entries:
-            self._last_seen_id = entry_id if self._is_newer(entry_id) else self._last_seen_id
             count = deliveries.get(entry_id, 1) if deliveries is not None else 1
-            item = await self._admit(entry_id, fields, count)
-            if item is not None:
-                self._schedule(item)
-
-    def _is_newer(self, entry_id: str) -> bool:
-        last = self._last_seen_id
-        return last is None or _id_key(entry_id) > _id_key(last)
-
-    async def _admit(
-        self, entry_id: str, fields: Mapping[Any, Any], deliveries: int
-    ) -> _Item | None:
-        """Decode an entry, or dead-letter it when it can never be handled."""
-        if not fields:
-            reason = _DELETED
-        elif self._reliable and deliveries > self.max_deliveries:
-            reason = f"delivered {deliveries} times (max_deliveries={self.max_deliveries})"
-        else:
-            try:
-                payload = decode_fields(fields)
-            except MalformedEventError as exc:
-                reason = str(exc)
+            admitted = self._admit(entry_id, fields, count)
+            if type(admitted) is str:
+                letter = _letter(fields, entry_id, admitted, count)
+                await self._dead_letter(entry_id, [letter])
             else:
-                event_type = payload.get(TYPE_FIELD)
-                if event_type and isinstance(event_type, str):
-                    return entry_id, fields, payload, deliveries
-                reason = "entry has no 'type' field (a non-empty string)"
-        await self._dead_letter(entry_id, [_letter(fields, entry_id, reason, deliveries)])
-        return None
+                self._schedule(admitted)  # type: ignore[arg-type]
+
+    def _admit(self, entry_id: str, fields: Mapping[Any, Any], deliveries: int) -> _Item | str:
+        """Decode an entry; or say why it can never be handled (it goes to dead letters)."""
+        if not fields:
+            return _DELETED
+        if deliveries > self.max_deliveries and self._reliable:
+            return f"delivered {deliveries} times (max_deliveries={self.max_deliveries})"
+        try:
+            payload = decode_fields(fields)
+        except MalformedEventError as exc:
+            return str(exc)
+        event_type = payload.get(TYPE_FIELD)
+        if event_type and type(event_type) is str:
+            return entry_id, fields, payload, deliveries
+        return "entry has no 'type' field (a non-empty string)"
 
     def _schedule(self, item: _Item) -> None:
         self._inflight_ids.add(item[0])
@@ -452,51 +459,86 @@ class RedisStreamProcessor:
                 key = self.ordering_key(item[2])
             except Exception:  # a broken key function must not stop the loop
                 logger.exception("ordering_key failed for entry %s; running it unordered", item[0])
-        if key is None:
-            self._spawn(self._handle(item))
-        elif key in self._lanes:
-            self._lanes[key].append(item)
-        else:
+        if key is not None:
+            lane = self._lanes.get(key)
+            if lane is not None:  # an event with this key is in flight: wait behind it
+                lane.append(item)
+                return
             self._lanes[key] = deque()
-            self._spawn(self._run_lane(key, item))
+        self._ready.append((item, key))
+        if not self._balancing:
+            self._balancing = True
+            asyncio.get_running_loop().call_soon(self._balance)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._workers.add(task)
-        task.add_done_callback(self._workers.discard)
+    def _balance(self) -> None:
+        """Give waiting entries one more worker per loop turn while any keep waiting.
 
-    async def _run_lane(self, key: Any, item: _Item) -> None:
-        queue = self._lanes[key]
-        try:
+        A worker runs entries back to back until a handler has to wait; only then does the
+        next turn find entries left and wake another. Handlers that finish without waiting
+        cost no Task and no wake-up each, handlers that wait on Telegram fan out up to
+        ``max_concurrency`` workers.
+        """
+        self._balancing = False
+        if not self._ready or not self._running:
+            return
+        while self._idle:
+            waiter = self._idle.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        else:
+            if len(self._workers) >= self.max_concurrency:
+                return
+            task = asyncio.get_running_loop().create_task(self._work())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+        self._balancing = True
+        asyncio.get_running_loop().call_soon(self._balance)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready = self._ready
+        while self._running:
+            if not ready:
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
+                continue
+            item, key = ready.popleft()
             while True:
                 await self._handle(item)
-                if not queue or not self._running:
-                    return
-                item = queue.popleft()
-        finally:
-            if self._lanes.get(key) is queue and not queue:
-                del self._lanes[key]
+                if key is None:
+                    break
+                lane = self._lanes[key]
+                if not lane or not self._running:
+                    if not lane:
+                        del self._lanes[key]
+                    break
+                item = lane.popleft()  # the same worker keeps the key's order
 
     async def _handle(self, item: _Item) -> None:
         entry_id, fields, payload, deliveries = item
-        token = _current.set(
-            EventContext(
-                self.stream_name,
-                entry_id,
-                deliveries,
-                _int(payload.get(ATTEMPT_FIELD), 1),
-                str(payload.get(ORIGIN_FIELD) or entry_id),
-            )
-        )
+        # each handler runs in a context of its own (its Task's, or a copy when eager)
+        if ATTEMPT_FIELD in payload:
+            attempt = _int(payload[ATTEMPT_FIELD], 1)
+            origin = str(payload.get(ORIGIN_FIELD) or entry_id)
+            _current.set(EventContext(self.stream_name, entry_id, deliveries, attempt, origin))
+        else:
+            _current.set(EventContext(self.stream_name, entry_id, deliveries, 1, entry_id))
+        callback: Any = self._callback
         try:
-            result = await self._call(payload)
-            letters = getattr(result, "dead_letters", ())
+            if self._pass_stream_name:
+                result = await callback(payload, stream_name=self.stream_name)
+            else:
+                result = await callback(payload)
+            letters = getattr(result, "dead_letters", None)
             if letters:
                 await self._dead_letter(
                     entry_id, [_handler_letter(fields, entry_id, letter) for letter in letters]
                 )
             else:
-                self._ack(entry_id)
+                self._ack_buffer.append(entry_id)
+                self._ack_wakeup.set()
             self.stats.handled += 1
         except asyncio.CancelledError:
             raise
@@ -508,20 +550,17 @@ class RedisStreamProcessor:
             self.stats.failed += 1
             logger.warning("entry %s of %s left pending: %s", entry_id, self.stream_name, exc)
         finally:
-            _current.reset(token)
-            self._finish(entry_id)
-
-    async def _call(self, payload: dict[str, Any]) -> Any:
-        assert self._callback is not None
-        if self._pass_stream_name:
-            return await self._callback(payload, stream_name=self.stream_name)
-        return await self._callback(payload)
+            self._inflight_ids.discard(entry_id)
+            self._capacity.set()
 
     def _finish(self, entry_id: str) -> None:
         self._inflight_ids.discard(entry_id)
         self._capacity.set()
 
     def _abandon_queued(self) -> None:
+        for item, _ in self._ready:
+            self._finish(item[0])
+        self._ready.clear()
         for queue in self._lanes.values():
             for item in queue:
                 self._finish(item[0])
@@ -556,10 +595,6 @@ class RedisStreamProcessor:
             logger.warning("entry %s of %s left pending: %r", entry_id, self.stream_name, exc)
 
     # -- acknowledgements --------------------------------------------------------------
-
-    def _ack(self, entry_id: str) -> None:
-        self._ack_buffer.append(entry_id)
-        self._ack_wakeup.set()
 
     async def _ack_loop(self) -> None:
         """Acknowledge finished entries; those finished during one XACK go in the next."""
