@@ -271,6 +271,9 @@ class RedisStreamProcessor:
                 self._back_online()
                 backoff = _MIN_BACKOFF
                 await self._submit_all(entries, None)
+                if entries:
+                    # let the workers take the batch before sizing the next read
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the outermost loop must survive anything
@@ -407,10 +410,7 @@ class RedisStreamProcessor:
         return max(self.max_concurrency - len(self._inflight_ids), 1)
 
     async def _wait_for_capacity(self) -> None:
-        # wait for room for a whole batch: reading a slot or two at a time costs a round
-        # trip per event while a backlog drains
-        busy = self.max_concurrency - min(self.batch_count, self.max_concurrency)
-        while len(self._inflight_ids) > busy or (
+        while len(self._inflight_ids) >= self.max_concurrency or (
             len(self._ack_buffer) >= self.max_concurrency * 10
         ):
             self._capacity.clear()
@@ -435,6 +435,8 @@ class RedisStreamProcessor:
                 await self._dead_letter(entry_id, [letter])
             else:
                 self._schedule(admitted)  # type: ignore[arg-type]
+        if not self._balancing:
+            self._balance()
 
     def _admit(self, entry_id: str, fields: Mapping[Any, Any], deliveries: int) -> _Item | str:
         """Decode an entry; or say why it can never be handled (it goes to dead letters)."""
@@ -466,9 +468,6 @@ class RedisStreamProcessor:
                 return
             self._lanes[key] = deque()
         self._ready.append((item, key))
-        if not self._balancing:
-            self._balancing = True
-            asyncio.get_running_loop().call_soon(self._balance)
 
     def _balance(self) -> None:
         """Give waiting entries one more worker per loop turn while any keep waiting.
