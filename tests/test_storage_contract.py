@@ -238,6 +238,21 @@ async def test_ack_removes_entries_from_the_pel(backend: Backend, stream: str) -
     assert len(await backend.entries(stream)) == 3  # ACK is no XDEL
 
 
+async def test_ack_and_read_new_acks_first_then_reads(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    first = [await backend.add(stream, n=str(n)) for n in range(2)]
+    await storage.read_new(stream, GROUP, "c1", 2, 1)
+    later = await backend.add(stream, n="2")
+
+    entries = await storage.ack_and_read_new(stream, GROUP, "c1", first, 10, 1)
+
+    assert [entry_id for entry_id, _ in entries] == [later]
+    assert await backend.pending(stream) == [(later, "c1", 1)]
+    assert await storage.ack_and_read_new(stream, GROUP, "c1", [later], 10, 1) == []
+    assert await backend.pending(stream) == []
+
+
 async def test_dead_letter_appends_letters_and_acks(backend: Backend, stream: str) -> None:
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")

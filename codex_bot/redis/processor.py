@@ -391,14 +391,25 @@ class RedisStreamProcessor:
                 await asyncio.sleep(self.poll_interval)
             return entries
         storage: Any = self.storage
-        entries = await storage.read_new(
-            self.stream_name,
-            self.group_name,
-            self.consumer_name,
-            count,
-            # wake up for the next claim sweep even on a quiet stream
-            max(int(min(self.poll_interval, until_sweep) * 1000), 1),
-        )
+        # wake up for the next claim sweep even on a quiet stream
+        block_ms = max(int(min(self.poll_interval, until_sweep) * 1000), 1)
+        acks: list[str] = []
+        if self._read_count > self.batch_count:  # a backlog: the read will not block
+            acks, self._ack_buffer = self._ack_buffer, []
+        if not acks:
+            entries = await storage.read_new(
+                self.stream_name, self.group_name, self.consumer_name, count, block_ms
+            )
+        else:  # what finished since the last read rides along: one round trip, as in the floor
+            try:
+                entries = await storage.ack_and_read_new(
+                    self.stream_name, self.group_name, self.consumer_name, acks, count, block_ms
+                )
+            except BaseException:
+                self._ack_buffer[:0] = acks
+                raise
+            self.stats.acked += len(acks)
+            self._capacity.set()
         # a backlog: read more at once (bounded by free slots); quiet: back to batch_count
         if len(entries) >= count:
             self._read_count = min(max(self._read_count * 2, self.batch_count), _MAX_READ)

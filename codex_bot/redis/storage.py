@@ -145,6 +145,37 @@ class RedisStreamStorage:
         )
         return _entries(reply)
 
+    async def ack_and_read_new(
+        self,
+        stream_name: str,
+        group_name: str,
+        consumer_name: str,
+        ack_ids: Sequence[str],
+        count: int,
+        block_ms: int,
+    ) -> list[Entry]:
+        """XACK the finished entries and read new ones in one pipelined round trip."""
+        if self._max_block_ms is not None:
+            block_ms = min(block_ms, self._max_block_ms)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream_name, group_name, *ack_ids)
+            pipe.execute_command(
+                "XREADGROUP",
+                "GROUP",
+                group_name,
+                consumer_name,
+                "COUNT",
+                count,
+                "BLOCK",
+                max(block_ms, 1),
+                "STREAMS",
+                stream_name,
+                ">",
+                **_RAW,
+            )
+            _, reply = await pipe.execute()
+        return _entries(reply)
+
     async def read_own_pending(
         self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
     ) -> list[Entry]:

@@ -88,6 +88,18 @@ class ReliableStreamStorageProtocol(Protocol):
         """``XREADGROUP ... BLOCK block_ms ... >``: wait on the server for new entries."""
         ...
 
+    async def ack_and_read_new(
+        self,
+        stream_name: str,
+        group_name: str,
+        consumer_name: str,
+        ack_ids: Sequence[str],
+        count: int,
+        block_ms: int,
+    ) -> list[Entry]:
+        """XACK ``ack_ids``, then ``read_new``, in one round trip (the XACK happens first)."""
+        ...
+
     async def read_own_pending(
         self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
     ) -> list[Entry]:

@@ -215,6 +215,19 @@ class InMemoryStreamStorage:
             finally:
                 self._waiters.discard(woken)
 
+    async def ack_and_read_new(
+        self,
+        stream_name: str,
+        group_name: str,
+        consumer_name: str,
+        ack_ids: Sequence[str],
+        count: int,
+        block_ms: int,
+    ) -> list[Entry]:
+        """``ack_events`` then ``read_new``, as Redis runs the pipelined pair."""
+        await self.ack_events(stream_name, group_name, ack_ids)
+        return await self.read_new(stream_name, group_name, consumer_name, count, block_ms)
+
     async def read_own_pending(
         self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
     ) -> list[Entry]:
