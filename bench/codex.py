@@ -1,0 +1,251 @@
+"""codex_bot itself: ``RedisStreamProcessor`` + ``BotRedisDispatcher``, default settings.
+
+Modes (``python -m bench.codex MODE --url ... --stream ...``):
+``drain`` (no-op handler over a pre-filled backlog), ``latency`` (paced producer in the same
+process), ``slow`` (50 ms handlers, ``max_concurrency=100``, per-chat order checked) and
+``memory`` (peak RSS while draining, minus the same process idle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import resource
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from types import SimpleNamespace
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.common import (
+    EVENT_TYPE,
+    RssSampler,
+    connect,
+    drain_result,
+    group_state,
+    last_entry_id,
+    latency_result,
+    rss_bytes,
+    run_child,
+    wait_done,
+    wait_group_acked,
+    wait_until,
+)
+from bench.latency import produce_paced
+from codex_bot.redis import BotRedisDispatcher, RedisStreamProcessor, RedisStreamStorage
+
+CONSUMER = "codex"
+SLOW_HANDLER_S = 0.05
+SLOW_CONCURRENCY = 100
+_TIMEOUT = 60.0
+"""Seconds to wait for the last ACKs once every handler ran."""
+_MB = 1024 * 1024
+
+
+class CountingStorage(RedisStreamStorage):
+    """``RedisStreamStorage`` counting reads and ACK batches (per batch, never per event)."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__(redis)
+        self.reads = 0
+        self.read_entries = 0
+        self.read_counts: dict[int, int] = defaultdict(int)
+        self.ack_calls = 0
+        self.acked = 0
+
+    async def read_new(
+        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
+    ) -> Any:
+        entries = await super().read_new(stream_name, group_name, consumer_name, count, block_ms)
+        self.reads += 1
+        self.read_entries += len(entries)
+        self.read_counts[count] += 1
+        return entries
+
+    async def ack_events(self, stream_name: str, group_name: str, entry_ids: Sequence[str]) -> int:
+        acked = await super().ack_events(stream_name, group_name, entry_ids)
+        self.ack_calls += 1
+        self.acked += len(entry_ids)
+        return acked
+
+    def summary(self) -> dict[str, Any]:
+        """Reads, entries per read, the COUNTs asked for, ACK round trips and their size."""
+        return {
+            "reads": self.reads,
+            "entries_per_read": self.read_entries / self.reads if self.reads else None,
+            "read_count_histogram": dict(sorted(self.read_counts.items())),
+            "ack_calls": self.ack_calls,
+            "ids_per_ack": self.acked / self.ack_calls if self.ack_calls else None,
+        }
+
+
+def _processor(
+    storage: RedisStreamStorage, stream: str, group: str, handler: Any, **settings: Any
+) -> RedisStreamProcessor:
+    dispatcher = BotRedisDispatcher()
+    dispatcher.on_message(EVENT_TYPE)(handler)
+    dispatcher.setup(container=SimpleNamespace())
+    processor = RedisStreamProcessor(storage, stream, group, CONSUMER, **settings)
+    processor.set_message_callback(dispatcher.process_message)
+    return processor
+
+
+async def _wait_acked(processor: RedisStreamProcessor, redis: Redis, args: Any, total: int) -> None:
+    stats = getattr(processor, "stats", None)
+    if stats is not None and hasattr(stats, "acked"):
+        await wait_until(lambda: stats.acked >= total, _TIMEOUT, what="ACKs")
+        return
+    await wait_group_acked(redis, args.stream, args.group, _TIMEOUT)
+
+
+async def _drain(redis: Redis, storage: RedisStreamStorage, args: Any) -> dict[str, Any]:
+    """Drain ``args.events`` entries with a no-op handler; time start to last ACK."""
+    total = args.events
+    done = asyncio.Event()
+    handled = 0
+
+    async def noop(payload: dict[str, Any], container: Any) -> None:
+        nonlocal handled
+        handled += 1
+        if handled == total:
+            done.set()
+
+    processor = _processor(storage, args.stream, args.group, noop)
+    cpu, started = time.process_time(), time.perf_counter()
+    await processor.start_listening()
+    await wait_done(done, lambda: handled)
+    await _wait_acked(processor, redis, args, total)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    await processor.stop_listening()
+    state = await group_state(redis, args.stream, args.group)
+    return drain_result(handled, seconds, cpu, state, await last_entry_id(redis, args.stream))
+
+
+async def _drain_mode(args: argparse.Namespace) -> dict[str, Any]:
+    redis = connect(args.url, hiredis=not args.no_hiredis)
+    storage = CountingStorage(redis)
+    try:
+        result = await _drain(redis, storage, args)
+    finally:
+        await redis.aclose()
+    result.update(storage.summary())
+    return result
+
+
+async def _latency_mode(args: argparse.Namespace) -> dict[str, Any]:
+    consumer, producer = connect(args.url), connect(args.url)
+    latencies: list[float] = []
+
+    async def on_event(payload: dict[str, Any], container: Any) -> None:
+        latencies.append(time.perf_counter() - payload["sent"])
+
+    processor = _processor(RedisStreamStorage(consumer), args.stream, args.group, on_event)
+    try:
+        await processor.start_listening()
+        await asyncio.sleep(0.3)  # group created, the read blocked on the server
+        sent = await produce_paced(producer, args.stream, args.rate, args.seconds)
+        try:
+            await wait_until(lambda: len(latencies) >= sent, 10.0, 0.005, "latency events")
+        finally:
+            await processor.stop_listening()
+    finally:
+        await consumer.aclose()
+        await producer.aclose()
+    return latency_result(latencies, sent)
+
+
+async def _slow_mode(args: argparse.Namespace) -> dict[str, Any]:
+    redis = connect(args.url)
+    total = args.events
+    starts: dict[Any, list[int]] = defaultdict(list)
+    finished = 0
+    running = peak_running = 0
+
+    async def slow(payload: dict[str, Any], container: Any) -> None:
+        nonlocal finished, running, peak_running
+        starts[payload["chat_id"]].append(payload["seq"])
+        running += 1
+        peak_running = max(peak_running, running)
+        await asyncio.sleep(SLOW_HANDLER_S)
+        running -= 1
+        finished += 1
+
+    processor = _processor(
+        RedisStreamStorage(redis),
+        args.stream,
+        args.group,
+        slow,
+        max_concurrency=SLOW_CONCURRENCY,
+    )
+    try:
+        started = time.perf_counter()
+        await processor.start_listening()
+        await wait_until(lambda: finished >= total, 120.0, 0.001, "slow handlers")
+        seconds = time.perf_counter() - started
+        await _wait_acked(processor, redis, args, total)
+        acked_seconds = time.perf_counter() - started
+        await processor.stop_listening()
+    finally:
+        await redis.aclose()
+    in_order = all(seqs == list(range(len(seqs))) for seqs in starts.values())
+    return {
+        "events": total,
+        "handled": sum(len(seqs) for seqs in starts.values()),
+        "chats": len(starts),
+        "seconds": seconds,
+        "acked_seconds": acked_seconds,
+        "order_ok": in_order and finished == total,
+        "peak_running": peak_running,
+        "max_concurrency": SLOW_CONCURRENCY,
+    }
+
+
+async def _memory_mode(args: argparse.Namespace) -> dict[str, Any]:
+    redis = connect(args.url)
+    storage = RedisStreamStorage(redis)
+
+    async def noop(payload: dict[str, Any], container: Any) -> None:
+        return None
+
+    try:
+        idle = _processor(storage, args.stream + ":idle", args.group, noop)
+        await idle.start_listening()
+        await asyncio.sleep(0.5)  # group created, a read blocked: the bot at rest
+        gc.collect()
+        idle_rss = rss_bytes()
+        idle_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        await idle.stop_listening()
+        with RssSampler() as sampler:
+            result = await _drain(redis, storage, args)
+        peak_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    finally:
+        await redis.aclose()
+    result.update(
+        {
+            "rss_idle_mb": idle_rss / _MB,
+            "rss_peak_mb": sampler.peak / _MB,
+            "rss_growth_mb": (sampler.peak - idle_rss) / _MB,
+            "maxrss_growth_mb": (peak_maxrss - idle_maxrss) / 1024,
+            "rss_samples": sampler.samples,
+        }
+    )
+    return result
+
+
+_MODES = {
+    "drain": _drain_mode,
+    "latency": _latency_mode,
+    "slow": _slow_mode,
+    "memory": _memory_mode,
+}
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    return await _MODES[args.mode](args)
+
+
+if __name__ == "__main__":
+    run_child(_main, __doc__ or "")

@@ -1,0 +1,208 @@
+"""The targets of issue 5, checked against the results, and the table printed from them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+FLOOR_SHARE = 0.60
+SEED_MULTIPLE = 10.0
+P50_MS = 1.0
+P99_MS = 3.0
+SLOW_S = 1.5
+RSS_MB = 20.0
+
+Row = tuple[str, str, str, str]
+"""(what, measured, target, PASS/MISS or a note)."""
+
+
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return "n/a"
+    return "PASS" if ok else "MISS"
+
+
+def _eps(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} ev/s"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target: name, measured value, the bound, and whether it is met (None: not run)."""
+    codex, floor, seed = r.get("codex_bot_eps"), r.get("floor_eps"), r.get("seed_eps")
+    vs_floor = codex / floor if codex and floor else None
+    vs_seed = codex / seed if codex and seed else None
+    p50, p99 = r.get("lat_p50_ms"), r.get("lat_p99_ms")
+    slow, order = r.get("slow_s"), r.get("slow_order_ok")
+    rss = r.get("rss_growth_mb")
+    return [
+        _target("drain_vs_floor", vs_floor, f">= {FLOOR_SHARE:.0%} of floor", FLOOR_SHARE, "ge"),
+        _target("drain_vs_seed", vs_seed, f">= {SEED_MULTIPLE:.0f}x seed", SEED_MULTIPLE, "ge"),
+        _target("lat_p50_ms", p50, f"<= {P50_MS} ms", P50_MS, "le"),
+        _target("lat_p99_ms", p99, f"<= {P99_MS} ms", P99_MS, "le"),
+        _target("slow_s", slow, f"<= {SLOW_S} s", SLOW_S, "le"),
+        {
+            "name": "slow_order_ok",
+            "value": order,
+            "target": "every chat in stream order",
+            "pass": order,
+        },
+        _target("rss_growth_mb", rss, f"<= {RSS_MB:.0f} MB", RSS_MB, "le"),
+    ]
+
+
+def _target(name: str, value: float | None, text: str, bound: float, op: str) -> dict[str, Any]:
+    ok = None if value is None else (value >= bound if op == "ge" else value <= bound)
+    return {"name": name, "value": value, "target": text, "pass": ok}
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    """The table: one row per contender or measurement, targets next to the numbers."""
+    verdicts = {t["name"]: t for t in r.get("targets", [])}
+    out: list[Row] = []
+    if r.get("drain"):
+        out.extend(_drain_rows(r, r["drain"], verdicts))
+    if r.get("latency"):
+        out.extend(_latency_rows(r["latency"], verdicts))
+    if r.get("slow"):
+        out.extend(_slow_rows(r["slow"], verdicts))
+    if r.get("memory"):
+        mem, verdict = r["memory"], verdicts["rss_growth_mb"]
+        out.append(
+            (
+                f"memory: drain {mem['events']:,} ev, peak - idle RSS",
+                f"+{mem['rss_growth_mb']:.1f} MB (idle {mem['rss_idle_mb']:.1f}, "
+                f"peak {mem['rss_peak_mb']:.1f})",
+                verdict["target"],
+                _verdict(verdict["pass"]),
+            )
+        )
+    return out
+
+
+def _measured(eps: float | None, run: dict[str, Any] | None) -> str:
+    if eps is None or not run:
+        return _eps(eps)
+    return f"{_eps(eps)} (cpu {run['cpu_us_per_event']:.1f} us/ev)"
+
+
+def _drain_rows(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
+    n = r["config"]["drain_events"]
+    share, multiple = verdicts["drain_vs_floor"], verdicts["drain_vs_seed"]
+    out: list[Row] = [
+        (
+            f"drain {n:,} ev: raw redis-py floor",
+            _measured(r.get("floor_eps"), drain.get("floor")),
+            "",
+            "COUNT 100, XACK pipelined",
+        ),
+        (
+            "drain: codex_bot, default settings",
+            _measured(r.get("codex_bot_eps"), drain.get("codex_bot")),
+            share["target"],
+            _verdict(share["pass"])
+            + ("" if share["value"] is None else f" ({share['value']:.0%})"),
+        ),
+        (
+            "drain: seed-style baseline",
+            _measured(r.get("seed_eps"), drain.get("seed")),
+            "codex " + multiple["target"],
+            _verdict(multiple["pass"])
+            + ("" if multiple["value"] is None else f" ({multiple['value']:.1f}x)"),
+        ),
+    ]
+    fast = drain.get("faststream") or {}
+    if fast.get("skipped"):
+        out.append(("drain: FastStream StreamSub", "skipped", "", fast["skipped"]))
+    elif fast:
+        events = fast.get("events") or 0
+        note = f"{events:,} ev (capped)" if events and events < n else ""
+        out.append(
+            ("drain: FastStream StreamSub", _measured(r.get("faststream_eps"), fast), "", note)
+        )
+    if drain.get("codex_bot_no_hiredis"):
+        out.append(
+            (
+                "drain: codex_bot without hiredis",
+                _measured(r.get("codex_bot_eps_no_hiredis"), drain["codex_bot_no_hiredis"]),
+                "",
+                "extra",
+            )
+        )
+    return out
+
+
+def _latency_rows(lat: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    labels = (("codex_bot", "codex_bot"), ("floor", "raw floor"), ("faststream", "FastStream"))
+    for name, label in labels:
+        run = lat.get(name)
+        if not run:
+            continue
+        if run.get("skipped"):
+            out.append((f"latency: {label}", "skipped", "", run["skipped"]))
+            continue
+        measured = (
+            f"p50 {_ms(run['p50_ms'])}, p99 {_ms(run['p99_ms'])}, max {_ms(run['max_ms'])} ms"
+        )
+        if name == "codex_bot":
+            ok = [verdicts["lat_p50_ms"]["pass"], verdicts["lat_p99_ms"]["pass"]]
+            verdict = _verdict(None if None in ok else all(ok))
+            title = f"latency {run['expected']:,} ev at 500 ev/s: codex_bot"
+            out.append((title, measured, f"p50 <= {P50_MS:g}, p99 <= {P99_MS:g} ms", verdict))
+        else:
+            out.append((f"latency: {label}", measured, "", "reference"))
+    return out
+
+
+def _slow_rows(slow: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
+    out: list[Row] = []
+    for name, label in (("round_robin", "chats round-robin"), ("shuffled", "chats shuffled")):
+        run = slow.get(name)
+        if not run:
+            continue
+        order = "order exact" if run["order_ok"] else "ORDER BROKEN"
+        measured = f"{run['seconds']:.2f} s, {order}, {run['peak_running']} running at peak"
+        if name == "round_robin":
+            ok = [verdicts["slow_s"]["pass"], verdicts["slow_order_ok"]["pass"]]
+            verdict = _verdict(None if None in ok else all(ok))
+            title = f"slow 50 ms: {run['events']:,} ev, {run['chats']} {label}"
+            out.append((title, measured, f"<= {SLOW_S:g} s, order exact", verdict))
+        else:
+            out.append((f"slow 50 ms: {label}", measured, "", "extra"))
+    return out
+
+
+def render(table: list[Row], *, markdown: bool = False) -> str:
+    """Aligned text columns, or a Markdown table for the README."""
+    header: Row = ("scenario", "measured", "target", "result")
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "| --- | --- | --- | --- |"]
+        lines += ["| " + " | ".join(row) + " |" for row in table]
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(4)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    lines += [fmt.format(*row) for row in table]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def main() -> None:
+    """``python -m bench.report [results.json] [--markdown]``: print a saved run's table."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument(
+        "path", nargs="?", type=Path, default=Path(__file__).with_name("results.json")
+    )
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args()
+    results = json.loads(args.path.read_text())
+    print(render(rows(results), markdown=args.markdown))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The benchmark runs end to end (``--quick drain``, a few seconds) and reports every key."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.report import render, rows, targets
+from bench.scenarios import REQUIRED_KEYS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_drain_writes_every_key(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "drain", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(out.read_text())
+    assert set(REQUIRED_KEYS) <= set(results)
+    for key in ("floor_eps", "codex_bot_eps", "seed_eps"):
+        assert results[key] > 0, key
+    for contender in ("floor", "codex_bot"):
+        assert results["drain"][contender]["all_acked"], results["drain"][contender]
+    assert results["drain"]["seed"]["group"]["pending"] == 0
+    if importlib.util.find_spec("faststream") is None:
+        assert results["faststream_eps"] is None
+        assert any("FastStream skipped" in note for note in results["notes"])
+    else:
+        assert results["faststream_eps"] > 0
+    assert results["machine"]["cores"]
+    assert "codex_bot, default settings" in proc.stdout
+
+
+def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    # a package that fails to import stands in for an environment without FastStream
+    shadow = tmp_path / "faststream"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    args = ["drain", "--url", "redis://unused", "--stream", "s", "--events", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.faststream_sub", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "not installed here" in json.loads(proc.stdout)["skipped"]
+
+
+def test_targets_and_table_from_partial_results() -> None:
+    results: dict[str, object] = dict.fromkeys(REQUIRED_KEYS)
+    results.update(lat_p50_ms=0.4, lat_p99_ms=4.0, rss_growth_mb=5.0)
+    results["targets"] = verdicts = targets(results)
+    by_name = {t["name"]: t["pass"] for t in verdicts}
+    assert by_name == {
+        "drain_vs_floor": None,
+        "drain_vs_seed": None,
+        "lat_p50_ms": True,
+        "lat_p99_ms": False,
+        "slow_s": None,
+        "slow_order_ok": None,
+        "rss_growth_mb": True,
+    }
+    assert render(rows(results)).startswith("scenario")
