@@ -10,7 +10,7 @@ from codex_bot.redis.exceptions import (
     MalformedEventError,
     RetrySchedulingError,
 )
-from codex_bot.redis.policy import RetryDecision, classify_failure
+from codex_bot.redis.policy import RetryDecision, RetryPolicy, classify_failure
 from codex_bot.redis.processor import RedisStreamProcessor, default_ordering_key
 from codex_bot.redis.producer import StreamProducer, SyncStreamProducer
 from codex_bot.redis.retry import ArqRetryScheduler, redeliver_event
@@ -42,6 +42,7 @@ __all__ = [
     "RedisStreamStorage",
     "ReliableStreamStorageProtocol",
     "RetryDecision",
+    "RetryPolicy",
     "RetrySchedulerProtocol",
     "RetrySchedulingError",
     "StreamProducer",

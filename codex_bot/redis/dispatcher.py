@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,7 +27,7 @@ from codex_bot.redis.exceptions import (
 )
 from codex_bot.redis.policy import (
     FailureClassifier,
-    backoff_delay,
+    RetryPolicy,
     classify_failure,
     with_jitter,
 )
@@ -35,10 +36,21 @@ from codex_bot.redis.types import FilterFunc, HandlerFunc, Payload, RetrySchedul
 
 logger = logging.getLogger(__name__)
 
+_Named = tuple[str, HandlerFunc, FilterFunc | None]
+_REMEMBERED = 10_000
+"""Pending entries whose succeeded handlers are remembered, so a redelivery skips them."""
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A handler failure that will not be retried, for the dead-letter stream."""
+    """A handler failure that will not be retried, for the dead-letter stream.
+
+    Attributes:
+        handler: The handler's name (``module.qualname``).
+        reason: Why it is not retried ("gave up after 5 attempts (max_attempts=5)", ...).
+        error: ``ExceptionType: message``; Telegram's own description for Telegram errors.
+        attempts: The attempt that failed, the first delivery counting as 1.
+    """
 
     handler: str
     reason: str
@@ -48,7 +60,18 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class DispatchReport:
-    """What ``process_message`` did with one event; the processor acts on ``dead_letters``."""
+    """What ``process_message`` did with one event; the processor acts on ``dead_letters``.
+
+    Attributes:
+        event_type: The event's ``type``.
+        attempt: This attempt's number, the first delivery counting as 1.
+        handled: Names of the handlers that succeeded on this attempt.
+        failed: Every handler failure on this attempt.
+        retry_delay: Seconds until the scheduled retry; None when nothing is retried.
+        dead_letters: Failures that will not be retried.
+        unknown: No handler is registered for the type.
+        retried_handlers: Names of the handlers the scheduled retry will run.
+    """
 
     event_type: str
     attempt: int = 1
@@ -61,10 +84,20 @@ class DispatchReport:
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
-    """The stable name a retry uses to target a handler: ``module.qualname``."""
-    module = getattr(handler, "__module__", None) or "?"
-    qualname = getattr(handler, "__qualname__", None) or repr(handler)
-    return f"{module}.{qualname}"
+    """The stable name a retry uses to target a handler: ``module.qualname``.
+
+    A ``functools.partial`` is named after its function, a callable object after its class,
+    so the name is the same in every bot process and after a restart.
+    """
+    target: Any = handler
+    while isinstance(target, functools.partial):
+        target = target.func
+    qualname = getattr(target, "__qualname__", None)
+    module = getattr(target, "__module__", None)
+    if not isinstance(qualname, str):
+        qualname = type(target).__qualname__
+        module = type(target).__module__
+    return f"{module or '?'}.{qualname}"
 
 
 class BotRedisDispatcher:
@@ -73,7 +106,9 @@ class BotRedisDispatcher:
     Every matching handler runs even when one fails. A failed handler is retried through
     the retry scheduler (only the handlers that failed run again), up to ``max_attempts``
     attempts in all; failures that can never succeed and events out of attempts are
-    reported as dead letters, which the processor moves to ``<stream>:dead``.
+    reported as dead letters, which the processor moves to ``<stream>:dead``. When an
+    entry is left pending instead (no retry scheduler, or it could not be reached), this
+    process remembers which of its handlers succeeded and skips them when it comes back.
 
     Args:
         retry_scheduler: Takes failed events and brings them back later (``ArqRetryScheduler``).
@@ -106,19 +141,15 @@ class BotRedisDispatcher:
         max_retry_delay: float = 3600.0,
         classifier: FailureClassifier = classify_failure,
     ) -> None:
-        if max_attempts < 1:
-            msg = "max_attempts counts the first delivery, so it must be at least 1"
-            raise ValueError(msg)
+        self.policy = RetryPolicy(max_attempts, retry_delay, max_retry_delay, classifier)
+        """The retry settings, read-only."""
         self._container: Any = None
         self._ready = False
         self._retry_scheduler = retry_scheduler
         self._handlers: dict[str, list[HandlerEntry]] = {}
-        self.max_attempts = max_attempts
-        self.retry_delay = retry_delay
-        self.max_retry_delay = max_retry_delay
-        self.classifier = classifier
         self.unknown_types: Counter[str] = Counter()
         """Events ACKed without a handler, by type."""
+        self._succeeded: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
 
     @property
     def container(self) -> Any:
@@ -182,31 +213,46 @@ class BotRedisDispatcher:
         if not event_type or not isinstance(event_type, str):
             msg = "event has no 'type' field"
             raise MalformedEventError(msg)
-        entries = self._handlers.get(event_type)
-        if not entries:
+        targets = _targets(meta)
+        entries = self._handlers.get(event_type, [])
+        if not entries and targets is None:
             self._count_unknown(event_type)
             return DispatchReport(event_type, unknown=True)
         attempt = _attempt(meta)
-        targets = meta.get(HANDLERS_FIELD)
-        handled, failures = await self._run_handlers(payload, entries, targets)
-        report = DispatchReport(event_type, attempt, tuple(handled), tuple(failures))
-        if failures:
+        named = _named(entries)
+        key = _entry_key(stream_name)
+        done = self._succeeded.get(key, frozenset()) if key else frozenset()
+        handled, failures = await self._run_handlers(payload, named, targets, done)
+        missing = _missing(targets, named, attempt)
+        report = DispatchReport(
+            event_type, attempt, tuple(handled), tuple(failures), dead_letters=missing
+        )
+        try:
             report = await self._settle(report, payload, meta, stream_name)
+        except (HandlerFailedError, RetrySchedulingError):
+            # the entry stays pending and comes back; handlers that succeeded are not re-run
+            self._remember(key, done.union(handled))
+            raise
+        self._forget(key)
         return report
 
     async def _run_handlers(
-        self, payload: Payload, entries: Sequence[HandlerEntry], targets: Any
+        self,
+        payload: Payload,
+        named: Sequence[_Named],
+        targets: frozenset[str] | None,
+        done: frozenset[str],
     ) -> tuple[list[str], list[HandlerFailure]]:
         handled: list[str] = []
         failures: list[HandlerFailure] = []
-        for handler, filter_func in entries:
-            name = handler_name(handler)
-            if targets is not None and name not in targets:
+        for name, handler, filter_func in named:
+            if name in done or (targets is not None and name not in targets):
                 continue
             try:
                 if filter_func is not None and not filter_func(payload):
                     continue
-                await handler(payload, self._container)
+                # a copy, so a handler that pops a key changes neither the next one nor a retry
+                await handler(dict(payload), self._container)
             except Exception as exc:  # noqa: BLE001 - one handler's failure must not stop the rest
                 failures.append(HandlerFailure(name, exc))
             else:
@@ -216,42 +262,57 @@ class BotRedisDispatcher:
     async def _settle(
         self, report: DispatchReport, payload: Payload, meta: Payload, stream_name: str
     ) -> DispatchReport:
-        attempt = report.attempt
-        dead: list[DeadLetter] = []
-        retry: list[str] = []
+        """Dead-letter what cannot be retried, schedule one retry for the rest."""
+        if not report.failed:
+            return report
+        dead = list(report.dead_letters)
+        retry: list[HandlerFailure] = []
         delay = 0.0
         for failure in report.failed:
-            decision = self.classifier(failure.error)
-            if not decision.retry:
-                dead.append(
-                    DeadLetter(failure.handler, decision.reason, failure.description, attempt)
-                )
-            elif attempt >= self.max_attempts:
-                reason = f"gave up after {attempt} attempts"
-                dead.append(DeadLetter(failure.handler, reason, failure.description, attempt))
-            else:
-                wait = decision.delay
-                if wait is None:
-                    wait = backoff_delay(attempt, self.retry_delay, self.max_retry_delay)
+            letter, wait = self._decide(report, failure)
+            if letter is None:
+                retry.append(failure)
                 delay = max(delay, wait)
-                retry.append(failure.handler)
-        for letter in dead:
-            logger.error(
-                "dead-lettering %s for handler %s after %s attempt(s): %s (%s)",
-                report.event_type,
-                letter.handler,
-                attempt,
-                letter.reason,
-                letter.error,
-            )
+            else:
+                dead.append(letter)
         report = replace(report, dead_letters=tuple(dead))
         if not retry:
             return report
         if self._retry_scheduler is None:
-            raise HandlerFailedError(report.event_type, report.failed)
+            raise HandlerFailedError(report.event_type, retry)
         delay = with_jitter(delay)
-        await self._schedule(payload, meta, stream_name, retry, attempt + 1, delay)
-        return replace(report, retry_delay=delay, retried_handlers=tuple(retry))
+        names = [failure.handler for failure in retry]
+        await self._schedule(payload, meta, stream_name, names, report.attempt + 1, delay)
+        return replace(report, retry_delay=delay, retried_handlers=tuple(names))
+
+    def _decide(
+        self, report: DispatchReport, failure: HandlerFailure
+    ) -> tuple[DeadLetter | None, float]:
+        """A dead letter for this failure, or None and the seconds before its retry."""
+        attempt = report.attempt
+        decision = self.policy.decide(failure.error, attempt)
+        if decision.retry:
+            logger.warning(
+                "handler %s failed on %s (attempt %s of %s): %s",
+                failure.handler,
+                report.event_type,
+                attempt,
+                self.policy.max_attempts,
+                failure.description,
+                # the traceback once per event, not on every retry
+                exc_info=failure.error if attempt == 1 else None,
+            )
+            return None, decision.delay or 0.0
+        logger.error(
+            "handler %s failed on %s (attempt %s of %s), dead-lettering it: %s",
+            failure.handler,
+            report.event_type,
+            attempt,
+            self.policy.max_attempts,
+            decision.reason,
+            exc_info=failure.error,
+        )
+        return DeadLetter(failure.handler, decision.reason, failure.description, attempt), 0.0
 
     async def _schedule(
         self,
@@ -275,18 +336,30 @@ class BotRedisDispatcher:
             await self._retry_scheduler.schedule_retry(
                 stream_name=stream_name,
                 payload=retry_payload,
-                delay=delay,  # type: ignore[arg-type]
+                delay=delay,  # type: ignore[arg-type]  # the seed's protocol says int
             )
         except Exception as exc:
-            msg = f"could not schedule retry {attempt - 1} of {payload[TYPE_FIELD]!r}: {exc}"
+            msg = f"could not schedule attempt {attempt} of {payload[TYPE_FIELD]!r}: {exc!r}"
             raise RetrySchedulingError(msg) from exc
-        logger.warning(
-            "%s failed in %s; attempt %s scheduled in %.1fs",
+        logger.info(
+            "attempt %s of %s for %s scheduled in %.2fs",
+            attempt,
             payload[TYPE_FIELD],
             ", ".join(handlers),
-            attempt,
             delay,
         )
+
+    def _remember(self, key: tuple[str, str] | None, handled: frozenset[str]) -> None:
+        if key is None or not handled:
+            return
+        self._succeeded[key] = handled
+        self._succeeded.move_to_end(key)
+        while len(self._succeeded) > _REMEMBERED:
+            self._succeeded.popitem(last=False)
+
+    def _forget(self, key: tuple[str, str] | None) -> None:
+        if key is not None:
+            self._succeeded.pop(key, None)
 
     def _count_unknown(self, event_type: str) -> None:
         if not self.unknown_types[event_type]:
@@ -300,3 +373,47 @@ def _attempt(meta: Payload) -> int:
         return max(int(value), 1)
     except (TypeError, ValueError):
         return 1
+
+
+def _targets(meta: Payload) -> frozenset[str] | None:
+    """The handler names a retry targets, or None for every matching handler."""
+    value = meta.get(HANDLERS_FIELD)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return frozenset((value,))
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return frozenset(value)
+    logger.warning("ignoring malformed %s=%r; running every handler", HANDLERS_FIELD, value)
+    return None
+
+
+def _named(entries: Sequence[HandlerEntry]) -> list[_Named]:
+    """Handlers with the names retries target; a repeated name gets ``#2``, ``#3``..."""
+    seen: Counter[str] = Counter()
+    named: list[_Named] = []
+    for handler, filter_func in entries:
+        name = handler_name(handler)
+        seen[name] += 1
+        if seen[name] > 1:
+            name = f"{name}#{seen[name]}"
+        named.append((name, handler, filter_func))
+    return named
+
+
+def _missing(
+    targets: frozenset[str] | None, named: Sequence[_Named], attempt: int
+) -> tuple[DeadLetter, ...]:
+    """Dead letters for retry targets no longer registered (renamed or removed by a deploy)."""
+    if targets is None:
+        return ()
+    known = {name for name, _, _ in named}
+    reason = "the retry targets a handler that is no longer registered for this type"
+    return tuple(DeadLetter(name, reason, "", attempt) for name in sorted(targets - known))
+
+
+def _entry_key(stream_name: str) -> tuple[str, str] | None:
+    event = current_event()
+    if event is None or event.stream_name != stream_name:
+        return None
+    return event.stream_name, event.entry_id

@@ -46,7 +46,35 @@ class HandlerFailure:
     @property
     def description(self) -> str:
         """``ExceptionType: message`` — Telegram errors carry Telegram's own description."""
-        return f"{type(self.error).__name__}: {self.error}"
+        return describe_error(self.error)
+
+
+_ORIGINAL = "\nOriginal description: "
+"""aiogram rewrites flood-control and migration messages and appends Telegram's after this."""
+_MAX_DESCRIPTION = 2000
+"""A dead-letter entry keeps this many characters of an error message."""
+
+
+def describe_error(error: BaseException) -> str:
+    """``ExceptionType: message``; for aiogram errors the message is Telegram's description.
+
+    aiogram's ``str()`` adds a label ("Telegram server says - ") and a documentation link;
+    its ``message`` attribute holds what Telegram answered, e.g.
+    ``"Forbidden: bot was blocked by the user"``.
+
+    Args:
+        error: The exception a handler raised.
+
+    Returns:
+        The description, cut to 2000 characters.
+    """
+    message = getattr(error, "message", None)
+    if not isinstance(message, str) or not type(error).__module__.startswith("aiogram"):
+        message = str(error)
+    message = message.rpartition(_ORIGINAL)[2]
+    name = type(error).__name__
+    description = f"{name}: {message}" if message else name
+    return description[:_MAX_DESCRIPTION]
 
 
 class HandlerFailedError(CodexBotError):

@@ -1,11 +1,26 @@
-"""Retry policy: which failures are worth another attempt, and how long to wait for it."""
+"""Retry policy: which failures are worth another attempt, and how long to wait for it.
+
+The default classifier, :func:`classify_failure`:
+
+| failure | decision |
+| --- | --- |
+| ``TelegramRetryAfter`` (flood control) | retry after Telegram's ``retry_after`` |
+| ``TelegramForbiddenError`` (blocked by the user, kicked) | dead letter at once |
+| ``TelegramBadRequest`` (chat not found, malformed message) | dead letter at once |
+| ``TelegramMigrateToChat`` (group became a supergroup) | dead letter at once |
+| ``TelegramEntityTooLarge`` (file over the upload limit) | dead letter at once |
+| ``TelegramNetworkError``, ``TelegramServerError``, anything else | backoff |
+"""
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+logger = logging.getLogger(__name__)
 
 _JITTER = 0.1
 """Jitter only adds, up to this share of the delay, so no retry comes back early."""
@@ -29,33 +44,112 @@ class RetryDecision:
 FailureClassifier = Callable[[BaseException], RetryDecision]
 """``classifier(exc) -> RetryDecision``; pass one to ``BotRedisDispatcher(classifier=...)``."""
 
-BACKOFF = RetryDecision(retry=True)
+BACKOFF = RetryDecision(retry=True, reason="retryable error")
+"""The decision for errors that may pass: retry after the dispatcher's backoff."""
 
 
 def classify_failure(exc: BaseException) -> RetryDecision:
     """The default classifier: Telegram-aware, everything else follows the backoff.
 
     - ``TelegramRetryAfter``: retried after Telegram's ``retry_after``.
-    - ``TelegramForbiddenError`` (blocked by the user, kicked from the chat) and
-      ``TelegramBadRequest`` (chat not found, a malformed message: the same request fails
-      the same way again): never retried.
+    - ``TelegramForbiddenError`` (blocked by the user, kicked from the chat),
+      ``TelegramBadRequest`` (chat not found, a malformed message),
+      ``TelegramMigrateToChat`` and ``TelegramEntityTooLarge``: the same request fails the
+      same way again, so they are dead-lettered at once.
     - Anything else, ``TelegramNetworkError`` and ``TelegramServerError`` included: backoff.
+
+    Args:
+        exc: What the handler raised.
+
+    Returns:
+        The decision; ``reason`` says why for the dead-letter entry.
     """
     errors = sys.modules.get("aiogram.exceptions")
     if errors is None:  # aiogram never loaded, so this cannot be one of its errors
         return BACKOFF
     if isinstance(exc, errors.TelegramRetryAfter):
-        return RetryDecision(True, float(exc.retry_after), "Telegram asked to retry later")
-    if isinstance(exc, errors.TelegramForbiddenError):
-        return RetryDecision(False, None, "Telegram refused: the bot cannot write to this chat")
-    if isinstance(exc, errors.TelegramBadRequest):
-        return RetryDecision(False, None, "Telegram rejected the request as invalid")
+        return RetryDecision(True, float(exc.retry_after), "Telegram flood control")
+    for name, reason in _PERMANENT:
+        permanent = getattr(errors, name, None)  # older aiogram 3 releases lack some
+        if permanent is not None and isinstance(exc, permanent):
+            return RetryDecision(False, None, reason)
     return BACKOFF
 
 
+_PERMANENT = (
+    ("TelegramForbiddenError", "the bot may not write to this chat"),
+    ("TelegramMigrateToChat", "the group became a supergroup with another chat id"),
+    ("TelegramBadRequest", "Telegram rejected the request as invalid"),
+    ("TelegramEntityTooLarge", "the file is larger than Telegram accepts"),
+)
+"""aiogram errors that fail the same way on every attempt, with the dead-letter reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """The dispatcher's retry settings, and the decision they make for one failure.
+
+    Attributes:
+        max_attempts: Attempts in all, the first delivery included.
+        retry_delay: Seconds before the first retry; retry n waits ``retry_delay * 2**(n-1)``.
+        max_retry_delay: Cap of that backoff.
+        classifier: ``exc -> RetryDecision``; the default knows aiogram's Telegram errors.
+
+    Raises:
+        ValueError: ``max_attempts`` below 1 or a negative delay.
+    """
+
+    max_attempts: int = 5
+    retry_delay: float = 60.0
+    max_retry_delay: float = 3600.0
+    classifier: FailureClassifier = classify_failure
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            msg = "max_attempts counts the first delivery, so it must be at least 1"
+            raise ValueError(msg)
+        if self.retry_delay < 0 or self.max_retry_delay < 0:
+            msg = "retry_delay and max_retry_delay must not be negative"
+            raise ValueError(msg)
+
+    def decide(self, error: BaseException, attempt: int) -> RetryDecision:
+        """What becomes of a failure on ``attempt`` (1 for the first delivery).
+
+        Returns:
+            A retry with its delay before jitter (the classifier's, else the backoff), or
+            no retry with the reason for the dead letter.
+        """
+        try:
+            decision = self.classifier(error)
+        except Exception:
+            # a broken classifier must not turn a retryable failure into a lost event
+            logger.exception("retry classifier failed on %r; following the backoff", error)
+            decision = BACKOFF
+        if not decision.retry:
+            return replace(decision, reason=decision.reason or "the classifier ruled out a retry")
+        if attempt >= self.max_attempts:
+            reason = f"gave up after {attempt} attempts (max_attempts={self.max_attempts})"
+            return RetryDecision(False, None, reason)
+        delay = decision.delay
+        if delay is None:
+            delay = backoff_delay(attempt, self.retry_delay, self.max_retry_delay)
+        return replace(decision, delay=max(delay, 0.0))
+
+
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
-    """Seconds before retry number ``attempt`` (1-based): ``base * 2**(attempt-1)``, capped."""
-    return float(min(base * 2 ** (attempt - 1), cap))
+    """Seconds before retry number ``attempt`` (1-based): ``base * 2**(attempt-1)``, capped.
+
+    Args:
+        attempt: 1 for the first retry (after the first delivery failed).
+        base: The first retry's delay.
+        cap: The longest delay.
+
+    Returns:
+        The delay before jitter.
+    """
+    # min() first on the exponent keeps 2**n from overflowing a float after many attempts
+    exponent = min(max(attempt - 1, 0), 64)
+    return float(min(base * 2**exponent, cap))
 
 
 def with_jitter(delay: float) -> float:
