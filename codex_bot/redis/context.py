@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class EventContext:
-    """The stream entry being handled.
+class EventContext(NamedTuple):
+    """The stream entry being handled (a NamedTuple: one is built for every event).
 
     Attributes:
         stream_name: The stream the entry was read from.

@@ -6,14 +6,15 @@ import functools
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from codex_bot.redis.codec import split_meta
 from codex_bot.redis.constants import (
     ATTEMPT_FIELD,
     DEFAULT_STREAM,
     HANDLERS_FIELD,
+    META_PREFIX,
     ORIGIN_FIELD,
     TYPE_FIELD,
 )
@@ -37,6 +38,8 @@ from codex_bot.redis.types import FilterFunc, HandlerFunc, Payload, RetrySchedul
 logger = logging.getLogger(__name__)
 
 _Named = tuple[str, HandlerFunc, FilterFunc | None]
+_NO_META: Payload = {}
+_NONE: frozenset[str] = frozenset()
 _REMEMBERED = 10_000
 """Pending entries whose succeeded handlers are remembered, so a redelivery skips them."""
 
@@ -58,9 +61,10 @@ class DeadLetter:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True)
-class DispatchReport:
+class DispatchReport(NamedTuple):
     """What ``process_message`` did with one event; the processor acts on ``dead_letters``.
+
+    A NamedTuple rather than a frozen dataclass: one is built for every event.
 
     Attributes:
         event_type: The event's ``type``.
@@ -80,7 +84,7 @@ class DispatchReport:
     retry_delay: float | None = None
     dead_letters: tuple[DeadLetter, ...] = ()
     unknown: bool = False
-    retried_handlers: tuple[str, ...] = field(default=())
+    retried_handlers: tuple[str, ...] = ()
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -150,6 +154,8 @@ class BotRedisDispatcher:
         self.unknown_types: Counter[str] = Counter()
         """Events ACKed without a handler, by type."""
         self._succeeded: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        self._named: dict[str, list[_Named]] = {}
+        """Handlers with their retry names, by type; rebuilt when a handler is added."""
 
     @property
     def container(self) -> Any:
@@ -169,6 +175,7 @@ class BotRedisDispatcher:
         """Add a feature router's handlers after those already registered."""
         for message_type, entries in router.handlers.items():
             self._handlers.setdefault(message_type, []).extend(entries)
+        self._named.clear()
         logger.debug("included router for types %s", sorted(router.handlers))
 
     def on_message(
@@ -178,6 +185,7 @@ class BotRedisDispatcher:
 
         def decorator(handler: HandlerFunc) -> HandlerFunc:
             self._handlers.setdefault(message_type, []).append((handler, filter_func))
+            self._named.clear()
             return handler
 
         return decorator
@@ -208,33 +216,44 @@ class BotRedisDispatcher:
         if not self._ready:
             msg = "BotRedisDispatcher.setup(container) must be called before processing events"
             raise DispatcherNotReadyError(msg)
-        payload, meta = split_meta(message_data)
+        # the common event carries no codex. metadata: skip splitting it off
+        if any(key.startswith(META_PREFIX) for key in message_data):
+            payload, meta = split_meta(message_data)
+        else:
+            payload, meta = message_data, _NO_META
         event_type = payload.get(TYPE_FIELD)
-        if not event_type or not isinstance(event_type, str):
+        if not event_type or type(event_type) is not str:
             msg = "event has no 'type' field"
             raise MalformedEventError(msg)
-        targets = _targets(meta)
-        entries = self._handlers.get(event_type, [])
-        if not entries and targets is None:
+        targets = _targets(meta) if meta else None
+        named = self._named.get(event_type)
+        if named is None:
+            named = self._name_handlers(event_type)
+        if not named and targets is None:
             self._count_unknown(event_type)
             return DispatchReport(event_type, unknown=True)
-        attempt = _attempt(meta)
-        named = _named(entries)
-        key = _entry_key(stream_name)
-        done = self._succeeded.get(key, frozenset()) if key else frozenset()
+        attempt = _attempt(meta) if meta else 1
+        key = _entry_key(stream_name) if self._succeeded or meta else None
+        done = self._succeeded.get(key, _NONE) if key else _NONE
         handled, failures = await self._run_handlers(payload, named, targets, done)
-        missing = _missing(targets, named, attempt)
-        report = DispatchReport(
-            event_type, attempt, tuple(handled), tuple(failures), dead_letters=missing
-        )
+        missing = _missing(targets, named, attempt) if targets is not None else ()
+        report = DispatchReport(event_type, attempt, tuple(handled), tuple(failures), None, missing)
+        if not failures:
+            self._forget(key)
+            return report
         try:
             report = await self._settle(report, payload, meta, stream_name)
         except (HandlerFailedError, RetrySchedulingError):
             # the entry stays pending and comes back; handlers that succeeded are not re-run
-            self._remember(key, done.union(handled))
+            self._remember(key or _entry_key(stream_name), done.union(handled))
             raise
         self._forget(key)
         return report
+
+    def _name_handlers(self, event_type: str) -> list[_Named]:
+        named = _named(self._handlers.get(event_type, ()))
+        self._named[event_type] = named
+        return named
 
     async def _run_handlers(
         self,
@@ -275,7 +294,7 @@ class BotRedisDispatcher:
                 delay = max(delay, wait)
             else:
                 dead.append(letter)
-        report = replace(report, dead_letters=tuple(dead))
+        report = report._replace(dead_letters=tuple(dead))
         if not retry:
             return report
         if self._retry_scheduler is None:
@@ -283,7 +302,7 @@ class BotRedisDispatcher:
         delay = with_jitter(delay)
         names = [failure.handler for failure in retry]
         await self._schedule(payload, meta, stream_name, names, report.attempt + 1, delay)
-        return replace(report, retry_delay=delay, retried_handlers=tuple(names))
+        return report._replace(retry_delay=delay, retried_handlers=tuple(names))
 
     def _decide(
         self, report: DispatchReport, failure: HandlerFailure
