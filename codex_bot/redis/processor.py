@@ -542,9 +542,11 @@ class RedisStreamProcessor:
             else:
                 result = await callback(payload)
             letters = getattr(result, "dead_letters", None)
-            if letters:
+            if letters:  # the dispatcher already logged why, at ERROR
                 await self._dead_letter(
-                    entry_id, [_handler_letter(fields, entry_id, letter) for letter in letters]
+                    entry_id,
+                    [_handler_letter(fields, entry_id, letter) for letter in letters],
+                    logging.INFO,
                 )
             else:
                 self._ack_buffer.append(entry_id)
@@ -576,7 +578,9 @@ class RedisStreamProcessor:
                 self._finish(item[0])
         self._lanes.clear()
 
-    async def _dead_letter(self, entry_id: str, letters: list[dict[str, str]]) -> None:
+    async def _dead_letter(
+        self, entry_id: str, letters: list[dict[str, str]], level: int = logging.ERROR
+    ) -> None:
         if not self._reliable:
             logger.error(
                 "cannot dead-letter %s (%s): storage has no dead_letter(); left pending",
@@ -589,7 +593,8 @@ class RedisStreamProcessor:
             self.stream_name, self.group_name, entry_id, self.dead_letter_stream, letters
         )
         self.stats.dead_lettered += 1
-        logger.error(
+        logger.log(
+            level,
             "moved %s of %s to %s: %s",
             entry_id,
             self.stream_name,
