@@ -357,3 +357,26 @@ async def test_start_needs_a_callback(redis, stream):
     with pytest.raises(CodexBotError, match="set_message_callback"):
         await processor.start_listening()
     assert not processor.is_running
+
+
+async def test_stop_never_hangs_with_a_socket_timeout_client(
+    redis_server, make_client, make_processor, stream
+):
+    # redis-py wraps each command in asyncio.wait_for when socket_timeout is set; on 3.11
+    # that can swallow the cancellation of the ACK task when stop lands mid-XACK
+    client = make_client(redis_server.url, socket_timeout=10)
+    for round_ in range(10):
+        handled: list[str] = []
+
+        async def handler(payload: dict[str, Any], into: list[str] = handled) -> None:
+            await asyncio.sleep(int(payload["n"]) % 7 / 1000)
+            into.append(payload["n"])
+
+        processor = make_processor(client, stream, handler, consumer=f"c{round_}")
+        await StreamProducer(client, stream).add_events([("t", {"n": str(n)}) for n in range(60)])
+        await processor.start_listening()
+        await wait_for(lambda into=handled: into, message="the first handled")
+        started = time.monotonic()
+        await processor.stop_listening()  # while handlers finish and their ACKs flow
+        assert time.monotonic() - started < 2, f"stop took too long in round {round_}"
+        assert not processor.is_running

@@ -22,7 +22,7 @@ class CodexBotError(Exception):
 class DispatcherNotReadyError(CodexBotError):
     """``process_message`` was called before ``BotRedisDispatcher.setup(container)``.
 
-    Call ``setup()`` (or bind the processor with ``codex_bot.aiogram.setup_redis_events``)
+    Call ``setup()`` (or bind the processor with ``codex_bot.lifecycle.setup_redis_events``)
     before the processor starts. The processor does not ACK the entry, so it is handled
     once the dispatcher is ready.
     """

@@ -715,6 +715,10 @@ def _handler_letter(fields: Mapping[Any, Any], entry_id: str, dead: Any) -> dict
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
+    # asyncio.wait_for before 3.12 (redis-py wraps commands in it when socket_timeout is
+    # set) can swallow a cancellation that lands as the command completes: repeat it
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
     with contextlib.suppress(asyncio.CancelledError):
         await task
