@@ -1,0 +1,60 @@
+"""Builds the bot: the aiogram ``Dispatcher`` with features loaded and the processor bound.
+
+``main.py`` runs it against Telegram; ``demo.py`` and the tests run it against the local
+Bot API stand-in. Everything is made here, once, from the settings.
+"""
+
+from __future__ import annotations
+
+from aiogram import Bot, Dispatcher
+from arq.connections import ArqRedis
+from redis.asyncio import Redis
+
+from codex_bot.discovery import include_features
+from codex_bot.lifecycle import setup_redis_events
+from codex_bot.redis import (
+    ArqRetryScheduler,
+    BotRedisDispatcher,
+    RedisStreamProcessor,
+    RedisStreamStorage,
+)
+from example_bot.container import Container
+from example_bot.settings import Settings
+
+
+def create_dispatcher(
+    settings: Settings, *, bot: Bot, redis: Redis, arq_pool: ArqRedis
+) -> Dispatcher:
+    """Wire the bot: processor, container, event dispatcher, features, hooks.
+
+    Args:
+        settings: The bot's settings.
+        bot: The aiogram bot handlers send through (``container.bot()``).
+        redis: The Redis the stream lives in.
+        arq_pool: Where retries are enqueued (``worker.retry_pool(settings)``).
+
+    Returns:
+        The aiogram dispatcher; run it with ``dp.start_polling(bot)``. Its ``"container"``
+        item is the container, which aiogram handlers receive as ``container``.
+    """
+    processor = RedisStreamProcessor(
+        RedisStreamStorage(redis),
+        settings.stream_name,
+        settings.group,
+        settings.consumer_name,
+        poll_interval=settings.poll_interval,
+        claim_min_idle_ms=settings.claim_min_idle_ms,
+        claim_interval=settings.claim_interval,
+        max_concurrency=settings.max_concurrency,
+    )
+    container = Container(settings=settings, bot=bot, redis=redis, processor=processor)
+    events = BotRedisDispatcher(
+        ArqRetryScheduler(arq_pool, queue_name=settings.arq_queue),
+        max_attempts=settings.max_attempts,
+        retry_delay=settings.retry_delay,
+        max_retry_delay=settings.max_retry_delay,
+    )
+    dp = Dispatcher(container=container)
+    include_features(events, settings.features, dp=dp)
+    setup_redis_events(dp, processor, redis_dispatcher=events, container=container)
+    return dp

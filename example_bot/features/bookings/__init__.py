@@ -1,0 +1,1 @@
+"""Booking confirmations (``booking.confirmed``): the client is told, staff hear of urgent ones."""

@@ -1,0 +1,1 @@
+"""Notifications a backend pushes (``notification.created``), delivered as Telegram messages."""

@@ -1,0 +1,1 @@
+"""Telegram commands: ``/start`` and ``/status`` (how event delivery is doing)."""

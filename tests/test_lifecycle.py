@@ -1,0 +1,305 @@
+"""setup_redis_events: the processor starts and stops with aiogram polling and webhook apps.
+
+A real aiogram Bot talks HTTP to the Bot API stand-in; the processor consumes a real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiogram import Bot, Dispatcher, Router
+from aiogram.filters import Command
+from aiogram.types import Message
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from dependency_injector import containers, providers
+from redis.asyncio import Redis
+
+from codex_bot.lifecycle import setup_redis_events
+from codex_bot.redis import (
+    BotRedisDispatcher,
+    RedisRouter,
+    RedisStreamProcessor,
+    RedisStreamStorage,
+    StreamProducer,
+)
+from codex_bot.testing.bot_api import TelegramBotAPIStandIn
+from codex_bot.testing.redis_server import RedisServer
+from tests.conftest import wait_for
+
+TOKEN = "42:TEST"
+
+
+class Greeter:
+    """A service handlers take from the container; it sends through the container's bot."""
+
+    def __init__(self, bot: Bot, signature: str) -> None:
+        self.bot = bot
+        self.signature = signature
+
+    async def greet(self, chat_id: int, name: str) -> None:
+        await self.bot.send_message(chat_id, f"Hello, {name}! {self.signature}")
+
+
+class Container(containers.DeclarativeContainer):
+    """The documented shape: the bot, and services built from it."""
+
+    bot = providers.Dependency(instance_of=Bot)
+    greeter = providers.Singleton(Greeter, bot=bot, signature="-- the team")
+
+
+greetings = RedisRouter()
+
+
+@greetings.message("user.joined")
+async def on_joined(payload: dict[str, Any], container: Container) -> None:
+    await container.greeter().greet(payload["chat_id"], payload["name"])
+
+
+@greetings.message("user.left")
+async def on_left(payload: dict[str, Any], container: Container) -> None:
+    await container.bot().send_message(payload["chat_id"], "Goodbye")
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[TelegramBotAPIStandIn]:
+    async with TelegramBotAPIStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+async def slow_api() -> AsyncIterator[TelegramBotAPIStandIn]:
+    """Each sendMessage takes 0.3 s: long enough to be in flight when the bot stops."""
+    async with TelegramBotAPIStandIn(latency=0.3) as server:
+        yield server
+
+
+def make_processor(redis: Redis, stream: str) -> RedisStreamProcessor:
+    return RedisStreamProcessor(
+        RedisStreamStorage(redis), stream, "bot", "bot-1", poll_interval=0.1, drain_timeout=5
+    )
+
+
+def make_events() -> BotRedisDispatcher:
+    events = BotRedisDispatcher()
+    events.include_router(greetings)
+    return events
+
+
+@contextlib.asynccontextmanager
+async def polling(dp: Dispatcher, bot: Bot, processor: RedisStreamProcessor) -> AsyncIterator[None]:
+    """Run ``dp.start_polling(bot)`` until the block ends, then stop it as a signal would."""
+    task = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=1))
+    try:
+        await wait_for(lambda: processor.is_running or task.done(), message="startup hooks")
+        yield
+    finally:
+        if not task.done():
+            await dp.stop_polling()
+        await task
+
+
+async def pending(redis: Redis, stream: str) -> int:
+    return int((await redis.xpending(stream, "bot"))["pending"])
+
+
+async def test_polling_starts_the_processor_and_shutdown_stops_it(
+    api: TelegramBotAPIStandIn, redis: Redis, stream: str
+) -> None:
+    bot = Bot(TOKEN, session=api.session())
+    dp = Dispatcher()
+    processor = make_processor(redis, stream)
+    events = make_events()
+    setup_redis_events(dp, processor, redis_dispatcher=events, container=Container(bot=bot))
+    producer = StreamProducer(redis, stream)
+
+    assert not processor.is_running
+    async with polling(dp, bot, processor):
+        assert processor.is_running
+        await producer.add_event("user.joined", {"chat_id": 7, "name": "Ann"})
+        await producer.add_event("user.left", {"chat_id": 8})
+        sent = await api.wait_for_messages(2)
+        await wait_for(lambda: processor.stats.acked == 2, message="acks")
+
+    assert not processor.is_running
+    assert sorted((m.chat_id, m.text) for m in sent) == [
+        (7, "Hello, Ann! -- the team"),
+        (8, "Goodbye"),
+    ]
+    assert events.container is not None
+    assert await pending(redis, stream) == 0
+
+
+async def test_shutdown_lets_in_flight_handlers_send_before_the_session_closes(
+    slow_api: TelegramBotAPIStandIn, redis: Redis, stream: str
+) -> None:
+    bot = Bot(TOKEN, session=slow_api.session())
+    dp = Dispatcher()
+    processor = make_processor(redis, stream)
+    setup_redis_events(dp, processor, redis_dispatcher=make_events(), container=Container(bot=bot))
+
+    async with polling(dp, bot, processor):
+        await StreamProducer(redis, stream).add_events(
+            [("user.joined", {"chat_id": chat, "name": "Bo"}) for chat in (1, 2, 3)]
+        )
+        await slow_api.wait_for_calls("sendMessage", 3)
+        assert processor.in_flight >= 1  # the last send to arrive is still waiting on the API
+
+    assert [m.chat_id for m in sorted(slow_api.sent, key=lambda m: m.chat_id)] == [1, 2, 3]
+    assert processor.stats.handled == 3
+    assert processor.stats.failed == 0
+    assert await pending(redis, stream) == 0
+
+
+async def test_the_bot_starts_and_stops_while_redis_is_down(
+    api: TelegramBotAPIStandIn, fresh_server: RedisServer, stream: str
+) -> None:
+    fresh_server.stop()
+    redis = Redis.from_url(fresh_server.url, socket_connect_timeout=1, decode_responses=True)
+    bot = Bot(TOKEN, session=api.session())
+    dp = Dispatcher()
+    processor = make_processor(redis, stream)
+    setup_redis_events(dp, processor, redis_dispatcher=make_events(), container=Container(bot=bot))
+    try:
+        async with polling(dp, bot, processor):
+            await api.wait_for_calls("getUpdates")  # polling runs: startup did not wait for Redis
+            assert processor.is_running
+            assert not processor.is_healthy
+
+            fresh_server.start()
+            await StreamProducer(redis, stream).add_event("user.left", {"chat_id": 5})
+            sent = await api.wait_for_messages(1, timeout=20)
+            assert processor.is_healthy
+
+        assert not processor.is_running
+        assert [(m.chat_id, m.text) for m in sent] == [(5, "Goodbye")]
+    finally:
+        await redis.aclose()
+
+
+async def test_a_webhook_app_starts_the_processor_and_cleanup_stops_it(
+    slow_api: TelegramBotAPIStandIn, redis: Redis, stream: str
+) -> None:
+    bot = Bot(TOKEN, session=slow_api.session())
+    dp = Dispatcher()
+    commands = Router()
+
+    @commands.message(Command("ping"))
+    async def ping(message: Message) -> None:
+        await message.answer("pong")
+
+    dp.include_router(commands)
+    processor = make_processor(redis, stream)
+    setup_redis_events(dp, processor, redis_dispatcher=make_events(), container=Container(bot=bot))
+    app = web.Application()
+    # setup_application first: aiohttp runs shutdown callbacks in order, and the request
+    # handler's closes the bot session, which draining handlers still need.
+    setup_application(app, dp, bot=bot)
+    SimpleRequestHandler(dispatcher=dp, bot=bot).register(app, path="/webhook")
+    server = TestServer(app)
+
+    await server.start_server()
+    try:
+        assert processor.is_running
+        async with aiohttp.ClientSession() as http:
+            response = await http.post(server.make_url("/webhook"), json=command_update(9, "/ping"))
+            assert response.status == 200
+        await StreamProducer(redis, stream).add_event("user.joined", {"chat_id": 10, "name": "Cy"})
+        await slow_api.wait_for_calls("sendMessage", 2)
+    finally:
+        await server.close()
+
+    assert not processor.is_running
+    assert sorted((m.chat_id, m.text) for m in slow_api.sent) == [
+        (9, "pong"),
+        (10, "Hello, Cy! -- the team"),
+    ]
+    assert await pending(redis, stream) == 0
+
+
+async def test_a_container_that_builds_the_bot_itself(
+    api: TelegramBotAPIStandIn, redis: Redis, stream: str
+) -> None:
+    class BotContainer(containers.DeclarativeContainer):
+        bot = providers.Singleton(Bot, token=TOKEN, session=providers.Object(api.session()))
+        greeter = providers.Singleton(Greeter, bot=bot, signature="(built)")
+
+    container = BotContainer()
+    dp = Dispatcher()
+    processor = make_processor(redis, stream)
+    setup_redis_events(dp, processor, redis_dispatcher=make_events(), container=container)
+
+    async with polling(dp, container.bot(), processor):
+        await StreamProducer(redis, stream).add_event("user.joined", {"chat_id": 3, "name": "Di"})
+        sent = await api.wait_for_messages(1)
+
+    assert [(m.chat_id, m.text) for m in sent] == [(3, "Hello, Di! (built)")]
+
+
+async def test_hooks_drive_a_processor_that_has_its_own_callback(redis: Redis, stream: str) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def callback(payload: dict[str, Any]) -> None:
+        seen.append(payload)
+
+    processor = make_processor(redis, stream)
+    processor.set_message_callback(callback)
+    dp = Dispatcher()
+    setup_redis_events(dp, processor)
+
+    await dp.emit_startup()
+    assert processor.is_running
+    await StreamProducer(redis, stream).add_event("x.y", {"n": 1})
+    await wait_for(lambda: seen, message="the callback")
+    await dp.emit_shutdown()
+
+    assert not processor.is_running
+    assert seen == [{"type": "x.y", "n": 1}]
+
+
+def test_a_container_needs_a_redis_dispatcher(redis: Redis, stream: str) -> None:
+    with pytest.raises(ValueError, match="redis_dispatcher"):
+        setup_redis_events(Dispatcher(), make_processor(redis, stream), container=object())
+
+
+def command_update(chat_id: int, text: str) -> dict[str, Any]:
+    return {
+        "update_id": 1,
+        "message": {
+            "message_id": 1,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private"},
+            "from": {"id": chat_id, "is_bot": False, "first_name": "Ann"},
+            "text": text,
+            "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
+        },
+    }
+
+
+async def test_the_readme_wiring_example(
+    api: TelegramBotAPIStandIn, redis: Redis, redis_server: Any
+) -> None:
+    """``example_bot/minimal.py`` is the README's example; only the bot's session differs."""
+    from example_bot.minimal import build
+
+    bot = Bot(TOKEN, session=api.session())
+    async with Redis.from_url(redis_server.url) as client:
+        dp = build(bot, client)
+        task = asyncio.create_task(dp.start_polling(bot, handle_signals=False))
+        await api.wait_for_calls("getUpdates")
+        await StreamProducer(redis, "bot_events").add_event(
+            "notification.created", {"chat_id": 42, "text": "Your order has shipped"}
+        )
+        sent = await api.wait_for_messages(1)
+        await dp.stop_polling()
+        await task
+
+    assert [(m.chat_id, m.text) for m in sent] == [(42, "Your order has shipped")]
+    assert (await redis.xpending("bot_events", "my_bot"))["pending"] == 0
