@@ -217,10 +217,11 @@ class BotRedisDispatcher:
             msg = "BotRedisDispatcher.setup(container) must be called before processing events"
             raise DispatcherNotReadyError(msg)
         # the common event carries no codex. metadata: skip splitting it off
-        if any(key.startswith(META_PREFIX) for key in message_data):
-            payload, meta = split_meta(message_data)
-        else:
-            payload, meta = message_data, _NO_META
+        payload, meta = message_data, _NO_META
+        for key in message_data:
+            if key.startswith(META_PREFIX):
+                payload, meta = split_meta(message_data)
+                break
         event_type = payload.get(TYPE_FIELD)
         if not event_type or type(event_type) is not str:
             msg = "event has no 'type' field"

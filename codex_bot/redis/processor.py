@@ -528,7 +528,7 @@ class RedisStreamProcessor:
 
     async def _handle(self, item: _Item) -> None:
         entry_id, fields, payload, deliveries = item
-        # each handler runs in a context of its own (its Task's, or a copy when eager)
+        # the worker's context: each entry replaces the previous entry's EventContext
         if ATTEMPT_FIELD in payload:
             attempt = _int(payload[ATTEMPT_FIELD], 1)
             origin = str(payload.get(ORIGIN_FIELD) or entry_id)
