@@ -218,8 +218,8 @@ class BotRedisDispatcher:
             raise DispatcherNotReadyError(msg)
         # the common event carries no codex. metadata: skip splitting it off
         payload, meta = message_data, _NO_META
-        for key in message_data:
-            if key.startswith(META_PREFIX):
+        for field_name in message_data:
+            if field_name.startswith(META_PREFIX):
                 payload, meta = split_meta(message_data)
                 break
         event_type = payload.get(TYPE_FIELD)
