@@ -192,6 +192,34 @@ async def test_a_destroyed_group_is_recreated_without_replay_or_skip(
         await processor.stop_listening()
 
 
+async def test_a_failed_entry_pending_when_its_group_is_destroyed_is_not_skipped(
+    redis, make_processor, stream
+):
+    calls: list[int] = []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        calls.append(payload["n"])
+        if payload["n"] == 0 and calls.count(0) == 1:
+            raise RuntimeError("Telegram is down")
+
+    processor = make_processor(
+        redis, stream, handler, poll_interval=0.05, claim_min_idle_ms=60_000, claim_interval=60
+    )
+    await processor.start_listening()
+    await push(redis, stream, 2)
+    await wait_for(lambda: sorted(calls) == [0, 1], message="both delivered, n=0 failed")
+    assert await pending_count(redis, stream) == 1
+    await redis.xgroup_destroy(stream, "bot")  # the failed entry's PEL record goes with it
+    await push(redis, stream, 1, start=2)
+    # the group comes back at the last id seen, and the failed entry with it
+    await wait_for(lambda: calls.count(0) == 2, message="the failed entry retried")
+    await wait_for(lambda: 2 in calls, message="the entry pushed after the loss")
+    await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
+    assert sorted(calls) == [0, 0, 1, 2]
+    assert await redis.xlen(stream + ":dead") == 0
+    await processor.stop_listening()
+
+
 async def test_redis_unreachable_at_start_then_mid_run(
     fresh_server, make_client, make_processor, stream, caplog
 ):

@@ -253,6 +253,25 @@ async def test_ack_and_read_new_acks_first_then_reads(backend: Backend, stream: 
     assert await backend.pending(stream) == []
 
 
+async def test_restore_pending_puts_existing_entries_back(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    kept, deleted = await backend.add(stream, n="0"), await backend.add(stream, n="1")
+    await storage.read_new(stream, GROUP, "c1", 2, 1)
+    await backend.destroy_group(stream)
+    await storage.ensure_group(stream, GROUP, deleted)
+    await backend.delete(stream, deleted)
+
+    await storage.restore_pending(stream, GROUP, "c2", [kept, deleted])
+
+    assert [(entry_id, consumer) for entry_id, consumer, _ in await backend.pending(stream)] == [
+        (kept, "c2")
+    ]
+    [(entry_id, fields)] = await storage.read_own_pending(stream, GROUP, "c2", "0-0", 10)
+    assert entry_id == kept
+    assert fields
+
+
 async def test_dead_letter_appends_letters_and_acks(backend: Backend, stream: str) -> None:
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")

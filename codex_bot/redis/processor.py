@@ -51,6 +51,8 @@ _OUTAGE_ERRORS = (OSError, RedisConnectionError, RedisTimeoutError)
 """Errors that mean Redis cannot be reached (``BusyLoadingError`` included), not a bug."""
 _DELETED = "entry was deleted from the stream before it was handled"
 _MAX_READ = 1000
+_MAX_LEFT_PENDING = 10_000
+"""Failed entries remembered for a lost group; beyond, the claim sweep is their only path."""
 """Upper bound of one XREADGROUP COUNT while a backlog drains."""
 
 # (entry id, raw fields, decoded payload, deliveries)
@@ -145,6 +147,8 @@ class RedisStreamProcessor:
         self._ack_wakeup = asyncio.Event()
         self._group_ready = False
         self._had_group = False
+        self._left_pending: dict[str, None] = {}
+        """Entries whose callback failed, kept pending: restored if their group vanishes."""
         self._last_seen_id: str | None = None
         self._next_sweep = 0.0
         self._read_count = batch_count
@@ -308,6 +312,7 @@ class RedisStreamProcessor:
         if await storage.ensure_group(self.stream_name, self.group_name, start_id):
             if self._had_group:
                 self.stats.groups_recreated += 1
+                await self._restore_left_pending(storage)
                 logger.warning(
                     "recreated consumer group %s on %s at %s",
                     self.group_name,
@@ -321,6 +326,20 @@ class RedisStreamProcessor:
         self._back_online()
         self._group_ready = self._had_group = True
         await self._recover_own_pending(storage)
+
+    async def _restore_left_pending(self, storage: Any) -> None:
+        """Failed entries were pending in the lost group: put them back, or nobody retries them."""
+        if not self._left_pending:
+            return
+        ids = list(self._left_pending)
+        await storage.restore_pending(self.stream_name, self.group_name, self.consumer_name, ids)
+        self._left_pending.clear()
+        logger.warning(
+            "restored %s failed entr(ies) to the recreated group %s on %s",
+            len(ids),
+            self.group_name,
+            self.stream_name,
+        )
 
     async def _recover_own_pending(self, storage: Any) -> None:
         cursor = "0-0"
@@ -529,12 +548,7 @@ class RedisStreamProcessor:
     async def _handle(self, item: _Item) -> None:
         entry_id, fields, payload, deliveries = item
         # the worker's context: each entry replaces the previous entry's EventContext
-        if ATTEMPT_FIELD in payload:
-            attempt = _int(payload[ATTEMPT_FIELD], 1)
-            origin = str(payload.get(ORIGIN_FIELD) or entry_id)
-            _current.set(EventContext(self.stream_name, entry_id, deliveries, attempt, origin))
-        else:
-            _current.set(EventContext(self.stream_name, entry_id, deliveries, 1, entry_id))
+        _current.set(self._event_context(entry_id, payload, deliveries))
         callback: Any = self._callback
         try:
             if self._pass_stream_name:
@@ -560,10 +574,24 @@ class RedisStreamProcessor:
             )
         except Exception as exc:  # noqa: BLE001 - a failed entry stays pending, the loop goes on
             self.stats.failed += 1
+            if len(self._left_pending) < _MAX_LEFT_PENDING:
+                self._left_pending[entry_id] = None
             logger.warning("entry %s of %s left pending: %s", entry_id, self.stream_name, exc)
+        else:
+            if self._left_pending:
+                self._left_pending.pop(entry_id, None)
         finally:
             self._inflight_ids.discard(entry_id)
             self._capacity.set()
+
+    def _event_context(
+        self, entry_id: str, payload: dict[str, Any], deliveries: int
+    ) -> EventContext:
+        if ATTEMPT_FIELD not in payload:
+            return EventContext(self.stream_name, entry_id, deliveries, 1, entry_id)
+        attempt = _int(payload[ATTEMPT_FIELD], 1)
+        origin = str(payload.get(ORIGIN_FIELD) or entry_id)
+        return EventContext(self.stream_name, entry_id, deliveries, attempt, origin)
 
     def _finish(self, entry_id: str) -> None:
         self._inflight_ids.discard(entry_id)

@@ -176,6 +176,15 @@ class RedisStreamStorage:
             _, reply = await pipe.execute()
         return _entries(reply)
 
+    async def restore_pending(
+        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
+    ) -> None:
+        """XCLAIM the ids with FORCE (and JUSTID: no delivery is counted)."""
+        if entry_ids:
+            await self.redis.xclaim(
+                stream_name, group_name, consumer_name, 0, list(entry_ids), force=True, justid=True
+            )
+
     async def read_own_pending(
         self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
     ) -> list[Entry]:

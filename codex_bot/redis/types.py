@@ -100,6 +100,16 @@ class ReliableStreamStorageProtocol(Protocol):
         """XACK ``ack_ids``, then ``read_new``, in one round trip (the XACK happens first)."""
         ...
 
+    async def restore_pending(
+        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
+    ) -> None:
+        """Put entries back in this consumer's pending list (XCLAIM ... FORCE JUSTID).
+
+        Entries no longer in the stream are skipped. The processor uses it for entries whose
+        handlers failed when their group vanished, so they are not skipped.
+        """
+        ...
+
     async def read_own_pending(
         self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
     ) -> list[Entry]:

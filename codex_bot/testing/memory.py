@@ -228,6 +228,16 @@ class InMemoryStreamStorage:
         await self.ack_events(stream_name, group_name, ack_ids)
         return await self.read_new(stream_name, group_name, consumer_name, count, block_ms)
 
+    async def restore_pending(
+        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
+    ) -> None:
+        """Put entries that still exist back in this consumer's pending list (XCLAIM FORCE)."""
+        stream, group = self._lookup(stream_name, group_name)
+        now = self._clock()
+        for entry_id in map(_parse, entry_ids):
+            if entry_id in stream.fields:
+                group.pel[entry_id] = _Nack(consumer_name, now, 1)
+
     async def read_own_pending(
         self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
     ) -> list[Entry]:
