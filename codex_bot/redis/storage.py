@@ -128,22 +128,8 @@ class RedisStreamStorage:
         self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
     ) -> list[Entry]:
         """Wait on the server up to ``block_ms`` (never 0: that means forever) for new entries."""
-        if self._max_block_ms is not None:
-            block_ms = min(block_ms, self._max_block_ms)
-        reply = await self._raw_command(
-            "XREADGROUP",
-            "GROUP",
-            group_name,
-            consumer_name,
-            "COUNT",
-            count,
-            "BLOCK",
-            max(block_ms, 1),
-            "STREAMS",
-            stream_name,
-            ">",
-        )
-        return _entries(reply)
+        args = self._blocking_read(stream_name, group_name, consumer_name, count, block_ms)
+        return _entries(await self._raw_command(*args))
 
     async def ack_and_read_new(
         self,
@@ -155,26 +141,21 @@ class RedisStreamStorage:
         block_ms: int,
     ) -> list[Entry]:
         """XACK the finished entries and read new ones in one pipelined round trip."""
-        if self._max_block_ms is not None:
-            block_ms = min(block_ms, self._max_block_ms)
+        args = self._blocking_read(stream_name, group_name, consumer_name, count, block_ms)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xack(stream_name, group_name, *ack_ids)
-            pipe.execute_command(
-                "XREADGROUP",
-                "GROUP",
-                group_name,
-                consumer_name,
-                "COUNT",
-                count,
-                "BLOCK",
-                max(block_ms, 1),
-                "STREAMS",
-                stream_name,
-                ">",
-                **_RAW,
-            )
+            pipe.execute_command(*args, **_RAW)
             _, reply = await pipe.execute()
         return _entries(reply)
+
+    def _blocking_read(
+        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
+    ) -> tuple[Any, ...]:
+        """XREADGROUP arguments for new entries, blocking at most 80% of ``socket_timeout``."""
+        if self._max_block_ms is not None:
+            block_ms = min(block_ms, self._max_block_ms)
+        return ("XREADGROUP", "GROUP", group_name, consumer_name, "COUNT", count,
+                "BLOCK", max(block_ms, 1), "STREAMS", stream_name, ">")  # fmt: skip
 
     async def restore_pending(
         self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
