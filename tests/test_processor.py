@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 import pytest
+from redis.exceptions import ResponseError
 
-from codex_bot.redis import BotRedisDispatcher, StreamProducer, current_event
+from codex_bot.redis import (
+    BotRedisDispatcher,
+    RedisStreamProcessor,
+    StreamProducer,
+    current_event,
+)
 from codex_bot.redis.codec import text
 from tests.conftest import Recorder, blocked_clients, pending_count, wait_for
 
@@ -380,3 +387,74 @@ async def test_stop_never_hangs_with_a_socket_timeout_client(
         await processor.stop_listening()  # while handlers finish and their ACKs flow
         assert time.monotonic() - started < 2, f"stop took too long in round {round_}"
         assert not processor.is_running
+
+
+async def test_an_unhashable_ordering_key_runs_unordered_and_stalls_nothing(
+    redis, stream, make_processor
+):
+    recorder = Recorder()
+    processor = make_processor(redis, stream, recorder, max_concurrency=2)
+    await redis.xadd(stream, {"type": "t", "chat_id": 'json:[1,"x"]'})
+    await redis.xadd(stream, {"type": "t", "chat_id": 'json:{"a":1}'})
+    for chat in (7, 8, 9):
+        await redis.xadd(stream, {"type": "t", "chat_id": f"json:{chat}"})
+    await processor.start_listening()
+    await wait_for(lambda: len(recorder.entry_ids) == 5, message="all five handled")
+    await wait_for(lambda: processor.stats.acked == 5, message="all five acked")
+    assert processor.in_flight == 0
+
+
+async def test_a_dead_letter_that_cannot_be_written_does_not_hold_back_good_entries(
+    redis, stream, make_processor
+):
+    recorder = Recorder()
+    await redis.set(stream + ":dead", "not a stream")  # every dead-letter write fails
+    await redis.xadd(stream, {"no": "type"})
+    good = [await redis.xadd(stream, {"type": "t", "n": str(n)}) for n in range(3)]
+    processor = make_processor(redis, stream, recorder)
+    await processor.start_listening()
+    await wait_for(lambda: recorder.entry_ids == good, message="the good entries")
+    await wait_for(lambda: processor.stats.acked == 3, message="their ACKs")
+    # the bad entry could not be parked, so it stays pending rather than being dropped
+    assert await pending_count(redis, stream) == 1
+
+
+class SeedStyleAdapter:
+    """The adapter from the seed's docstring: three methods, no claim_stale_events."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+
+    async def create_group(self, stream: str, group: str) -> None:
+        with contextlib.suppress(ResponseError):
+            await self.redis.xgroup_create(stream, group, id="0", mkstream=True)
+
+    async def read_events(
+        self, stream_name: str, group_name: str, consumer_name: str, count: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        result = await self.redis.xreadgroup(
+            group_name, consumer_name, {stream_name: ">"}, count=count
+        )
+        return [(msg_id, data) for _, messages in result or [] for msg_id, data in messages]
+
+    async def ack_event(self, stream_name: str, group_name: str, message_id: str) -> None:
+        await self.redis.xack(stream_name, group_name, message_id)
+
+
+async def test_the_seeds_three_method_adapter_works_without_errors(redis, stream):
+    recorder = Recorder()
+    processor = RedisStreamProcessor(
+        SeedStyleAdapter(redis),  # type: ignore[arg-type]
+        stream,
+        "bot",
+        "c1",
+        poll_interval=0.01,
+        claim_interval=0.01,
+    )
+    processor.set_message_callback(recorder)
+    await processor.start_listening()
+    ids = [await redis.xadd(stream, {"type": "t", "n": str(n)}) for n in range(3)]
+    await wait_for(lambda: recorder.entry_ids == ids, message="three handled")
+    await wait_for(lambda: processor.stats.acked == 3, message="three acked")
+    await processor.stop_listening()
+    assert processor.stats.errors == 0

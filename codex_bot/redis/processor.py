@@ -51,9 +51,9 @@ _OUTAGE_ERRORS = (OSError, RedisConnectionError, RedisTimeoutError)
 """Errors that mean Redis cannot be reached (``BusyLoadingError`` included), not a bug."""
 _DELETED = "entry was deleted from the stream before it was handled"
 _MAX_READ = 1000
+"""Upper bound of one XREADGROUP COUNT while a backlog drains."""
 _MAX_LEFT_PENDING = 10_000
 """Failed entries remembered for a lost group; beyond, the claim sweep is their only path."""
-"""Upper bound of one XREADGROUP COUNT while a backlog drains."""
 
 # (entry id, raw fields, decoded payload, deliveries)
 _Item = tuple[str, Mapping[Any, Any], dict[str, Any], int]
@@ -148,6 +148,7 @@ class RedisStreamProcessor:
         self._group_ready = False
         self._had_group = False
         self._left_pending: dict[str, None] = {}
+        self._restore_due = False
         """Entries whose callback failed, kept pending: restored if their group vanishes."""
         self._last_seen_id: str | None = None
         self._next_sweep = 0.0
@@ -214,8 +215,8 @@ class RedisStreamProcessor:
         """Stop reading, let in-flight handlers finish (up to ``drain_timeout``), flush ACKs.
 
         Returns promptly even while a read is blocked on the server. Entries whose handlers
-        did not finish in time, and entries still waiting for their ordering key, stay
-        pending and are handled after a restart or by another consumer. Idempotent.
+        did not finish in time, and entries read but not started (waiting for their key or a
+        worker), stay pending and are handled after a restart or by another consumer. Idempotent.
         """
         if self._loop_task is None:
             return
@@ -312,7 +313,7 @@ class RedisStreamProcessor:
         if await storage.ensure_group(self.stream_name, self.group_name, start_id):
             if self._had_group:
                 self.stats.groups_recreated += 1
-                await self._restore_left_pending(storage)
+                self._restore_due = True
                 logger.warning(
                     "recreated consumer group %s on %s at %s",
                     self.group_name,
@@ -323,6 +324,9 @@ class RedisStreamProcessor:
             self._last_seen_id = await storage.group_last_delivered_id(
                 self.stream_name, self.group_name
             )
+        if self._restore_due:  # kept until it succeeds: a retry finds the group existing
+            await self._restore_left_pending(storage)
+            self._restore_due = False
         self._back_online()
         self._group_ready = self._had_group = True
         await self._recover_own_pending(storage)
@@ -365,14 +369,17 @@ class RedisStreamProcessor:
     async def _claim_sweep(self) -> None:
         """Claim entries idle longer than ``claim_min_idle_ms``, following the cursor."""
         if not self._reliable:
-            entries = await self.storage.claim_stale_events(
-                self.stream_name,
-                self.group_name,
-                self.consumer_name,
-                self.claim_min_idle_ms,
-                self.batch_count,
-            )
-            await self._submit_all([e for e in entries if e[0] not in self._inflight_ids], None)
+            # the seed's example adapter has no claim_stale_events: then there is no sweep
+            claim = getattr(self.storage, "claim_stale_events", None)
+            if claim is not None:
+                entries = await claim(
+                    self.stream_name,
+                    self.group_name,
+                    self.consumer_name,
+                    self.claim_min_idle_ms,
+                    self.batch_count,
+                )
+                await self._submit_all([e for e in entries if e[0] not in self._inflight_ids], None)
             return
         storage: Any = self.storage
         cursor = "0-0"
@@ -388,7 +395,7 @@ class RedisStreamProcessor:
             )
             for entry_id in page.deleted_ids:
                 # Redis >= 7 already dropped it from the PEL; record the loss where it shows
-                await self._dead_letter(entry_id, [_letter({}, entry_id, _DELETED, 0)])
+                await self._dead_letter_quietly(entry_id, _letter({}, entry_id, _DELETED, 0))
             fresh = [entry for entry in page.entries if entry[0] not in self._inflight_ids]
             if fresh:
                 counts = await storage.delivery_counts(
@@ -462,7 +469,7 @@ class RedisStreamProcessor:
             admitted = self._admit(entry_id, fields, count)
             if type(admitted) is str:
                 letter = _letter(fields, entry_id, admitted, count)
-                await self._dead_letter(entry_id, [letter])
+                await self._dead_letter_quietly(entry_id, letter)
             else:
                 self._schedule(admitted)  # type: ignore[arg-type]
         if not self._balancing:
@@ -484,13 +491,15 @@ class RedisStreamProcessor:
         return "entry has no 'type' field (a non-empty string)"
 
     def _schedule(self, item: _Item) -> None:
-        self._inflight_ids.add(item[0])
         key = None
         if self.ordering_key is not None:
             try:
                 key = self.ordering_key(item[2])
-            except Exception:  # a broken key function must not stop the loop
-                logger.exception("ordering_key failed for entry %s; running it unordered", item[0])
+                hash(key)  # a list or dict as chat_id cannot name a lane
+            except Exception:  # a broken key must not stop the loop
+                logger.exception("no ordering key for entry %s; running it unordered", item[0])
+                key = None
+        self._inflight_ids.add(item[0])
         if key is not None:
             lane = self._lanes.get(key)
             if lane is not None:  # an event with this key is in flight: wait behind it
@@ -581,8 +590,7 @@ class RedisStreamProcessor:
             if self._left_pending:
                 self._left_pending.pop(entry_id, None)
         finally:
-            self._inflight_ids.discard(entry_id)
-            self._capacity.set()
+            self._finish(entry_id)
 
     def _event_context(
         self, entry_id: str, payload: dict[str, Any], deliveries: int
@@ -621,6 +629,8 @@ class RedisStreamProcessor:
             self.stream_name, self.group_name, entry_id, self.dead_letter_stream, letters
         )
         self.stats.dead_lettered += 1
+        if self._left_pending:
+            self._left_pending.pop(entry_id, None)
         logger.log(
             level,
             "moved %s of %s to %s: %s",
