@@ -441,6 +441,14 @@ async def test_redeliver_event_asks_arq_to_retry_while_redis_is_down(
         await client.aclose()
 
 
+async def test_redeliver_event_asks_arq_to_retry_when_redis_refuses_the_write(
+    redis: Redis,
+) -> None:
+    await redis.set("events", "not a stream")  # WRONGTYPE, as a read-only replica would refuse
+    with pytest.raises(Retry):
+        await redeliver_event({"redis": redis, "job_try": 1}, "events", {"type": "x"})
+
+
 def test_retry_job_ids_leave_no_room_for_clashes() -> None:
     scheduler = ArqRetryScheduler(pool=None)  # type: ignore[arg-type]
     ids = {

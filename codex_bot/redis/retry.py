@@ -14,8 +14,7 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
 from codex_bot.redis.codec import encode_payload, text
 from codex_bot.redis.constants import ATTEMPT_FIELD, ORIGIN_FIELD, TYPE_FIELD
@@ -128,7 +127,8 @@ async def redeliver_event(ctx: dict[str, Any], stream_name: str, fields: dict[st
     List it in ``WorkerSettings.functions``. It writes through ``ctx["codex_redis"]`` when
     the worker's ``on_startup`` put a client there (needed when arq uses another Redis than
     the bot's stream), else through arq's own ``ctx["redis"]``. If that Redis cannot be
-    reached, the job is retried by arq with backoff, up to the worker's ``max_tries``.
+    reached or refuses the write, the job is retried by arq with backoff, up to the
+    worker's ``max_tries``.
 
     Args:
         ctx: arq's job context.
@@ -139,12 +139,14 @@ async def redeliver_event(ctx: dict[str, Any], stream_name: str, fields: dict[st
         The new entry id.
 
     Raises:
-        arq.worker.Retry: the stream's Redis could not be reached.
+        arq.worker.Retry: the stream's Redis could not take the entry (unreachable,
+            read-only, out of memory); after the worker's ``max_tries`` arq drops the job,
+            so give the worker a generous ``max_tries`` (example_bot uses 30).
     """
     redis = ctx.get(REDIS_CTX_KEY) or ctx["redis"]
     try:
         entry_id = text(await redis.xadd(stream_name, fields))
-    except (RedisConnectionError, RedisTimeoutError) as exc:
+    except RedisError as exc:  # down, read-only after a failover, OOM: all worth a retry
         from arq.worker import Retry  # noqa: PLC0415 - arq stays unimported until needed
 
         job_try = int(ctx.get("job_try") or 1)
