@@ -12,7 +12,7 @@ META_PREFIX: Final = "codex."
 """Reserved field-name prefix for the library's own metadata; never used for a user's keys."""
 
 ATTEMPT_FIELD: Final = META_PREFIX + "attempt"
-"""1 for the first delivery, n for the n-th attempt; written by the retry scheduler."""
+"""1 for the first delivery, n for the n-th attempt; the dispatcher writes it into a retry."""
 
 HANDLERS_FIELD: Final = META_PREFIX + "handlers"
 """JSON list of handler names a retry targets; absent means every matching handler."""

@@ -283,8 +283,6 @@ class BotRedisDispatcher:
         self, report: DispatchReport, payload: Payload, meta: Payload, stream_name: str
     ) -> DispatchReport:
         """Dead-letter what cannot be retried, schedule one retry for the rest."""
-        if not report.failed:
-            return report
         dead = list(report.dead_letters)
         retry: list[HandlerFailure] = []
         delay = 0.0

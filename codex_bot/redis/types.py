@@ -70,8 +70,10 @@ class ReliableStreamStorageProtocol(Protocol):
     ``RedisStreamStorage`` implements it. With a storage that lacks it the processor
     falls back to the seed's behaviour and logs so once at start: reads go through
     ``read_events`` and sleep ``poll_interval`` when empty, acknowledgements go one by one,
-    claims use ``claim_stale_events`` (first page only), ``max_deliveries`` is not enforced,
-    and an entry that should be dead-lettered is left pending with an error logged.
+    claims use ``claim_stale_events`` (first page only; no sweep if the storage lacks it, as
+    the seed's example adapter does), ``max_deliveries`` is not enforced, a lost group is
+    recreated by ``create_group`` at ``0`` (its history is handled again), and an entry
+    that should be dead-lettered is left pending with an error logged.
     """
 
     async def ensure_group(self, stream_name: str, group_name: str, start_id: str) -> bool:
@@ -146,13 +148,22 @@ class ReliableStreamStorageProtocol(Protocol):
         dead_stream: str,
         letters: Sequence[Mapping[str, str]],
     ) -> None:
-        """Append ``letters`` to ``dead_stream`` and ACK ``entry_id``, atomically (MULTI)."""
+        """Append ``letters`` to ``dead_stream``, then ACK ``entry_id``: all or nothing.
+
+        ``RedisStreamStorage`` runs both in one Lua script, which stops at a failing XADD
+        (MULTI/EXEC would still run the XACK and lose the entry).
+        """
         ...
 
 
 @runtime_checkable
 class RetrySchedulerProtocol(Protocol):
-    """Takes over a failed event and brings it back to its stream later (ARQ or similar)."""
+    """Takes over a failed event and brings it back to its stream later (ARQ or similar).
+
+    The payload holds JSON values (lists, numbers, booleans) and ``codex.`` retry metadata:
+    encode it with ``codex_bot.redis.codec.encode_payload`` before XADD, as
+    ``ArqRetryScheduler`` does, so the retry decodes as the original did.
+    """
 
     async def schedule_retry(
         self, stream_name: str, payload: dict[str, Any], delay: int = 60
