@@ -137,7 +137,7 @@ class RedisStreamProcessor:
         self._loop_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
         self._workers: set[asyncio.Task[None]] = set()
-        self._lanes: dict[Any, deque[_Item]] = {}
+        self._lanes: dict[Any, deque[_Item] | None] = {}
         self._ready: deque[tuple[_Item, Any]] = deque()
         self._idle: list[asyncio.Future[None]] = []
         self._balancing = False
@@ -501,11 +501,14 @@ class RedisStreamProcessor:
                 key = None
         self._inflight_ids.add(item[0])
         if key is not None:
-            lane = self._lanes.get(key)
-            if lane is not None:  # an event with this key is in flight: wait behind it
+            lanes = self._lanes
+            if key in lanes:  # an event with this key is in flight: wait behind it
+                lane = lanes[key]
+                if lane is None:
+                    lane = lanes[key] = deque()
                 lane.append(item)
                 return
-            self._lanes[key] = deque()
+            lanes[key] = None  # in flight, nothing waiting yet: no deque for most events
         self._ready.append((item, key))
 
     def _balance(self) -> None:
@@ -610,7 +613,7 @@ class RedisStreamProcessor:
             self._finish(item[0])
         self._ready.clear()
         for queue in self._lanes.values():
-            for item in queue:
+            for item in queue or ():
                 self._finish(item[0])
         self._lanes.clear()
 
