@@ -92,7 +92,6 @@ async def test_callable_ordering_key(redis, storage, stream):
     processor = make_processor(storage, stream, ordering_key=lambda p: p["tenant"])
     processor.set_message_callback(handler)
     await processor.start_listening()
-    await asyncio.sleep(0)
     await wait_for(lambda: processor.in_flight == 6, message="all read")
     assert order == []  # both tenants wait behind their blocked first event
     release.set()
@@ -116,9 +115,8 @@ async def test_reading_pauses_at_max_concurrency(redis, storage, stream):
     processor.set_message_callback(handler)
     await processor.start_listening()
     await wait_for(lambda: running == 8, message="eight handlers running")
-    # give the loop every chance to over-read, then look at what the group delivered
-    for _ in range(20):
-        await asyncio.sleep(0.01)
+    # the read loop parks on the capacity event once it stopped reading
+    await wait_for(lambda: not processor._capacity.is_set(), message="reading to pause")
     pending = await redis.xpending(stream, "bot")
     assert running == 8
     assert pending["pending"] == 8  # nothing beyond the limit was read from Redis
