@@ -10,8 +10,9 @@ class ProcessorStats:
     Attributes:
         handled: Entries whose callback returned (dead-lettered handler failures included).
         failed: Entries whose callback raised; they stay pending and come back.
-        dead_lettered: Entries moved to the dead-letter stream.
-        acked: Entries acknowledged.
+        dead_lettered: Entries moved to the dead-letter stream (the same step ACKs them).
+        acked: Entries acknowledged after their callback returned; dead-lettered entries are
+            counted in ``dead_lettered`` only.
         errors: Failed attempts of the read and ACK loops (every retry during an outage).
         groups_recreated: Times the consumer group was found missing and created again.
     """
