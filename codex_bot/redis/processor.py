@@ -13,7 +13,6 @@ import contextlib
 import inspect
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +42,7 @@ from codex_bot.redis.types import (
     ReliableStreamStorageProtocol,
     StreamStorageProtocol,
 )
+from codex_bot.redis.workers import KeyedWorkers
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +136,7 @@ class RedisStreamProcessor:
         self._running = False
         self._loop_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
-        self._workers: set[asyncio.Task[None]] = set()
-        self._lanes: dict[Any, deque[_Item] | None] = {}
-        self._ready: deque[tuple[_Item, Any]] = deque()
-        self._idle: list[asyncio.Future[None]] = []
-        self._balancing = False
+        self._workers: KeyedWorkers[_Item] = KeyedWorkers(self._handle, max_concurrency)
         self._inflight_ids: set[str] = set()
         self._capacity = asyncio.Event()
         self._ack_buffer: list[str] = []
@@ -205,6 +201,7 @@ class RedisStreamProcessor:
                 type(self.storage).__name__,
             )
         self._running = True
+        self._workers = KeyedWorkers(self._handle, self.max_concurrency)
         self._group_ready = False
         self._next_sweep = 0.0
         self._loop_task = asyncio.create_task(self._run(), name=f"codex-read:{self.stream_name}")
@@ -223,21 +220,15 @@ class RedisStreamProcessor:
         self._running = False
         await _cancel(self._loop_task)
         self._loop_task = None
-        for waiter in self._idle:
-            waiter.cancel()
-        self._idle.clear()
-        if self._workers:
-            _, late = await asyncio.wait(set(self._workers), timeout=self.drain_timeout)
-            if late:
-                logger.warning(
-                    "%s handler(s) still running after %.1fs; their entries stay pending",
-                    len(late),
-                    self.drain_timeout,
-                )
-                for task in late:
-                    task.cancel()
-                await asyncio.gather(*late, return_exceptions=True)
-        self._abandon_queued()
+        late = await self._workers.close(self.drain_timeout)
+        if late:
+            logger.warning(
+                "%s handler(s) still running after %.1fs; their entries stay pending",
+                late,
+                self.drain_timeout,
+            )
+        for item in self._workers.queued():
+            self._finish(item[0])
         if self._ack_task is not None:
             await _cancel(self._ack_task)
             self._ack_task = None
@@ -472,8 +463,7 @@ class RedisStreamProcessor:
                 await self._dead_letter_quietly(entry_id, letter)
             else:
                 self._schedule(admitted)  # type: ignore[arg-type]
-        if not self._balancing:
-            self._balance()
+        self._workers.kick()
 
     def _admit(self, entry_id: str, fields: Mapping[Any, Any], deliveries: int) -> _Item | str:
         """Decode an entry; or say why it can never be handled (it goes to dead letters)."""
@@ -500,62 +490,7 @@ class RedisStreamProcessor:
                 logger.exception("no ordering key for entry %s; running it unordered", item[0])
                 key = None
         self._inflight_ids.add(item[0])
-        if key is not None:
-            lanes = self._lanes
-            if key in lanes:  # an event with this key is in flight: wait behind it
-                lane = lanes[key]
-                if lane is None:
-                    lane = lanes[key] = deque()
-                lane.append(item)
-                return
-            lanes[key] = None  # in flight, nothing waiting yet: no deque for most events
-        self._ready.append((item, key))
-
-    def _balance(self) -> None:
-        """Give waiting entries one more worker per loop turn while any keep waiting.
-
-        A worker runs entries back to back until a handler has to wait; only then does the
-        next turn find entries left and wake another. Handlers that finish without waiting
-        cost no Task and no wake-up each, handlers that wait on Telegram fan out up to
-        ``max_concurrency`` workers.
-        """
-        self._balancing = False
-        if not self._ready or not self._running:
-            return
-        while self._idle:
-            waiter = self._idle.pop()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
-        else:
-            if len(self._workers) >= self.max_concurrency:
-                return
-            task = asyncio.get_running_loop().create_task(self._work())
-            self._workers.add(task)
-            task.add_done_callback(self._workers.discard)
-        self._balancing = True
-        asyncio.get_running_loop().call_soon(self._balance)
-
-    async def _work(self) -> None:
-        loop = asyncio.get_running_loop()
-        ready = self._ready
-        while self._running:
-            if not ready:
-                waiter = loop.create_future()
-                self._idle.append(waiter)
-                await waiter
-                continue
-            item, key = ready.popleft()
-            while True:
-                await self._handle(item)
-                if key is None:
-                    break
-                lane = self._lanes[key]
-                if not lane or not self._running:
-                    if not lane:
-                        del self._lanes[key]
-                    break
-                item = lane.popleft()  # the same worker keeps the key's order
+        self._workers.submit(item, key)
 
     async def _handle(self, item: _Item) -> None:
         entry_id, fields, payload, deliveries = item
@@ -607,15 +542,6 @@ class RedisStreamProcessor:
     def _finish(self, entry_id: str) -> None:
         self._inflight_ids.discard(entry_id)
         self._capacity.set()
-
-    def _abandon_queued(self) -> None:
-        for item, _ in self._ready:
-            self._finish(item[0])
-        self._ready.clear()
-        for queue in self._lanes.values():
-            for item in queue or ():
-                self._finish(item[0])
-        self._lanes.clear()
 
     async def _dead_letter(
         self, entry_id: str, letters: list[dict[str, str]], level: int = logging.ERROR
