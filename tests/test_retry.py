@@ -27,6 +27,7 @@ from codex_bot.redis import (
     HandlerFailedError,
     RetryDecision,
     RetrySchedulingError,
+    classify_failure,
     redeliver_event,
 )
 from codex_bot.redis.codec import decode_fields
@@ -283,6 +284,46 @@ async def test_without_a_scheduler_a_failure_raises_and_a_redelivery_skips_what_
     finally:
         _current.reset(token)
     assert calls[-2:] == ["fine", "flaky"]
+
+
+async def test_a_redelivery_after_an_unwritten_dead_letter_runs_only_the_dead_handler() -> None:
+    # the processor could not write the dead letter, so the same entry comes back
+    class PermanentError(Exception):
+        pass
+
+    def classifier(exc: BaseException) -> RetryDecision:
+        if isinstance(exc, PermanentError):
+            return RetryDecision(retry=False, reason="permanent")
+        return classify_failure(exc)
+
+    scheduler = KeepingScheduler()
+    dispatcher = BotRedisDispatcher(scheduler, retry_delay=0.1, classifier=classifier)
+    calls: list[str] = []
+
+    @dispatcher.on_message("x")
+    async def fine(payload: dict[str, Any], container: Any) -> None:
+        calls.append("fine")
+
+    @dispatcher.on_message("x")
+    async def hopeless(payload: dict[str, Any], container: Any) -> None:
+        calls.append("hopeless")
+        raise PermanentError("never")
+
+    @dispatcher.on_message("x")
+    async def flaky(payload: dict[str, Any], container: Any) -> None:
+        calls.append("flaky")
+        raise RuntimeError("later")
+
+    dispatcher.setup(container=None)
+    for _ in range(2):
+        token = _in_entry("7-0")
+        try:
+            report = await dispatcher.process_message({"type": "x"}, STREAM)
+        finally:
+            _current.reset(token)
+        assert [letter.handler for letter in report.dead_letters] == [handler_name(hopeless)]
+    assert calls == ["fine", "hopeless", "flaky", "hopeless"]
+    assert len(scheduler.scheduled) == 1  # the retry of flaky was handed over once
 
 
 async def test_a_scheduler_that_fails_raises_retry_scheduling_error() -> None:

@@ -248,7 +248,13 @@ class BotRedisDispatcher:
             # the entry stays pending and comes back; handlers that succeeded are not re-run
             self._remember(key or _entry_key(stream_name), done.union(handled))
             raise
-        self._forget(key)
+        if report.dead_letters:
+            # if the dead letter cannot be written the entry comes back: run only what is
+            # dead-lettered again, not the handlers that succeeded or were handed to a retry
+            settled = done.union(handled, report.retried_handlers)
+            self._remember(key or _entry_key(stream_name), settled)
+        else:
+            self._forget(key)
         return report
 
     def _name_handlers(self, event_type: str) -> list[_Named]:
