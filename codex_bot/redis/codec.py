@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from codex_bot.redis.constants import JSON_PREFIX, META_PREFIX, TYPE_FIELD
+from codex_bot.redis.constants import ATTEMPT_FIELD, JSON_PREFIX, META_PREFIX, TYPE_FIELD
 from codex_bot.redis.exceptions import MalformedEventError
 
 _PREFIX_LEN = len(JSON_PREFIX)
@@ -137,3 +137,17 @@ def split_meta(payload: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, An
     for key, value in payload.items():
         (meta if key.startswith(META_PREFIX) else user)[key] = value
     return user, meta
+
+
+def attempt_of(data: Mapping[str, Any]) -> int:
+    """The ``codex.attempt`` a decoded event carries: 1 when absent or not a number."""
+    try:
+        return max(int(data.get(ATTEMPT_FIELD, 1)), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def entry_id_key(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id ``<ms>-<seq>``: ids compare as numbers, not strings."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)

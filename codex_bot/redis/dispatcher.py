@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from codex_bot.redis.codec import split_meta
+from codex_bot.redis.codec import attempt_of, split_meta
 from codex_bot.redis.constants import (
     ATTEMPT_FIELD,
     DEFAULT_STREAM,
@@ -233,7 +233,7 @@ class BotRedisDispatcher:
         if not named and targets is None:
             self._count_unknown(event_type)
             return DispatchReport(event_type, unknown=True)
-        attempt = _attempt(meta) if meta else 1
+        attempt = attempt_of(meta) if meta else 1
         key = _entry_key(stream_name) if self._succeeded or meta else None
         done = self._succeeded.get(key, _NONE) if key else _NONE
         handled, failures = await self._run_handlers(payload, named, targets, done)
@@ -389,14 +389,6 @@ class BotRedisDispatcher:
         if not self.unknown_types[event_type]:
             logger.warning("no handler for event type %r; acknowledging it", event_type)
         self.unknown_types[event_type] += 1
-
-
-def _attempt(meta: Payload) -> int:
-    value = meta.get(ATTEMPT_FIELD, 1)
-    try:
-        return max(int(value), 1)
-    except (TypeError, ValueError):
-        return 1
 
 
 def _targets(meta: Payload) -> frozenset[str] | None:

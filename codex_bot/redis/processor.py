@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from codex_bot.redis.codec import decode_fields, raw_fields
+from codex_bot.redis.codec import attempt_of, decode_fields, entry_id_key, raw_fields
 from codex_bot.redis.constants import (
     ATTEMPT_FIELD,
     DEAD_AT_FIELD,
@@ -453,7 +453,7 @@ class RedisStreamProcessor:
             return
         # entries of one read or page come in id order
         last = entries[-1][0]
-        if self._last_seen_id is None or _id_key(last) > _id_key(self._last_seen_id):
+        if self._last_seen_id is None or entry_id_key(last) > entry_id_key(self._last_seen_id):
             self._last_seen_id = last
         for entry_id, fields in entries:
             count = deliveries.get(entry_id, 1) if deliveries is not None else 1
@@ -535,7 +535,7 @@ class RedisStreamProcessor:
     ) -> EventContext:
         if ATTEMPT_FIELD not in payload:
             return EventContext(self.stream_name, entry_id, deliveries, 1, entry_id)
-        attempt = _int(payload[ATTEMPT_FIELD], 1)
+        attempt = attempt_of(payload)
         origin = str(payload.get(ORIGIN_FIELD) or entry_id)
         return EventContext(self.stream_name, entry_id, deliveries, attempt, origin)
 
@@ -651,18 +651,6 @@ def _accepts_stream_name(callback: MessageCallback) -> bool:
 def _group_lost(exc: BaseException) -> bool:
     text = str(exc)
     return "NOGROUP" in text or "UNBLOCKED" in text
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _int(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def _letter(fields: Mapping[Any, Any], entry_id: str, reason: str, attempts: int) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -10,10 +9,8 @@ from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
-from codex_bot.redis.codec import text
+from codex_bot.redis.codec import entry_id_key, text
 from codex_bot.redis.types import ClaimPage, Entry
-
-logger = logging.getLogger(__name__)
 
 _BLOCK_MARGIN = 0.8
 """Share of the client's socket_timeout a blocking read may use before redis-py gives up."""
@@ -225,8 +222,8 @@ class RedisStreamStorage:
             return {}
         wanted = set(entry_ids)
         counts: dict[str, int] = {}
-        low = min(entry_ids, key=_id_key)
-        high = max(entry_ids, key=_id_key)
+        low = min(entry_ids, key=entry_id_key)
+        high = max(entry_ids, key=entry_id_key)
         page = max(len(wanted) * 2, _PENDING_PAGE)
         while True:
             rows = await self.redis.xpending_range(stream_name, group_name, low, high, page)
@@ -267,11 +264,6 @@ class RedisStreamStorage:
             for field, value in letter.items():
                 args += (field, value)
         await self._dead_letter_script(keys=[stream_name, dead_stream], args=args)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _entries(reply: Any) -> list[Any]:

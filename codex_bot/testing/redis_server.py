@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 import shutil
 import socket
@@ -16,8 +15,6 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-
-logger = logging.getLogger(__name__)
 
 
 class RedisServerError(RuntimeError):
