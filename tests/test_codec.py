@@ -1,4 +1,4 @@
-"""The wire format of DESIGN.md, against entries a real redis-server stores and returns."""
+"""The wire format, against entries a real redis-server stores and returns."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ async def any_redis(request, redis_server, make_client) -> Redis:
     return client
 
 
-async def test_the_design_example_decodes_exactly(any_redis, stream):
+async def test_the_readme_example_decodes_exactly(any_redis, stream):
     entry_id = await any_redis.xadd(
         stream,
         {

@@ -1,4 +1,4 @@
-"""Bounded concurrency, per-key order and batched ACKs of the processor (issue 5)."""
+"""Bounded concurrency, per-key order and batched ACKs of the processor."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ async def test_reading_pauses_at_max_concurrency(redis, storage, stream):
     await processor.start_listening()
     await wait_for(lambda: running == 8, message="eight handlers running")
     # the read loop parks on the capacity event once it stopped reading
-    await wait_for(lambda: not processor._capacity.is_set(), message="reading to pause")
+    await wait_for(lambda: not processor._runner.capacity.is_set(), message="reading to pause")
     pending = await redis.xpending(stream, "bot")
     assert running == 8
     assert pending["pending"] == 8  # nothing beyond the limit was read from Redis

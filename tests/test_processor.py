@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from codex_bot.redis import (
@@ -44,7 +45,7 @@ async def test_events_pushed_before_the_first_start_are_handled(redis, stream, m
     assert await pending_count(redis, stream) == 0
 
 
-async def test_the_seed_example_end_to_end(redis, stream):
+async def test_the_documented_example_end_to_end(redis, stream):
     from codex_bot.redis import RedisRouter, RedisStreamProcessor, RedisStreamStorage
 
     seen: list[tuple[str, dict[str, Any]]] = []
@@ -184,9 +185,13 @@ async def test_claim_sweep_takes_a_dead_consumers_whole_pel(redis, stream, make_
     ids = await StreamProducer(redis, stream).add_events([("t", {"n": i}) for i in range(120)])
     await redis.xreadgroup("bot", "dead", {stream: ">"}, count=120)
     recorder = Recorder()
+    # the one sweep must find every entry idle longer than claim_min_idle_ms
+    await wait_for(
+        lambda: all_idle_for(redis, stream, 5), message="the dead consumer's entries to go idle"
+    )
     # pages hold at most max_concurrency entries, so 120 take several; one sweep only
     processor = make_processor(
-        redis, stream, recorder, max_concurrency=16, claim_min_idle_ms=1, claim_interval=3600
+        redis, stream, recorder, max_concurrency=16, claim_min_idle_ms=5, claim_interval=3600
     )
     await processor.start_listening()
     await wait_for(lambda: len(recorder.entry_ids) == 120, message="every stale entry")
@@ -194,6 +199,11 @@ async def test_claim_sweep_takes_a_dead_consumers_whole_pel(redis, stream, make_
     await wait_for(lambda: processor.stats.acked == 120, message="120 ACKs")
     assert await pending_count(redis, stream) == 0
     assert await redis.xlen(stream + ":dead") == 0
+
+
+async def all_idle_for(redis: Redis, stream: str, ms: int) -> bool:
+    rows = await redis.xpending_range(stream, "bot", "-", "+", 1000)
+    return all(row["time_since_delivered"] > ms for row in rows)
 
 
 async def test_a_failing_entry_stays_pending_then_is_dead_lettered(redis, stream, make_processor):
@@ -419,8 +429,8 @@ async def test_a_dead_letter_that_cannot_be_written_does_not_hold_back_good_entr
     assert await pending_count(redis, stream) == 1
 
 
-class SeedStyleAdapter:
-    """The adapter from the seed's docstring: three methods, no claim_stale_events."""
+class ThreeMethodAdapter:
+    """A project's own adapter with three methods and no claim_stale_events (codex-bot 0.4.0's)."""
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
@@ -441,10 +451,10 @@ class SeedStyleAdapter:
         await self.redis.xack(stream_name, group_name, message_id)
 
 
-async def test_the_seeds_three_method_adapter_works_without_errors(redis, stream):
+async def test_a_three_method_adapter_works_without_errors(redis, stream):
     recorder = Recorder()
     processor = RedisStreamProcessor(
-        SeedStyleAdapter(redis),  # type: ignore[arg-type]
+        ThreeMethodAdapter(redis),  # type: ignore[arg-type]
         stream,
         "bot",
         "c1",

@@ -94,9 +94,9 @@ async def test_backoff_grows_per_attempt_is_capped_and_ends_in_a_dead_letter() -
     last = await dispatcher.process_message(payload, STREAM)
 
     # retry n waits retry_delay * 2**(n-1), capped at 3 s; jitter adds at most 10%
-    for delay, floor in zip(delays, [1.0, 2.0, 3.0], strict=True):
+    for delay, least in zip(delays, [1.0, 2.0, 3.0], strict=True):
         assert delay is not None
-        assert floor <= delay <= floor * 1.1 + 1e-9
+        assert least <= delay <= least * 1.1 + 1e-9
     assert [s[2] for s in scheduler.scheduled] == delays
     assert [s[1][ATTEMPT_FIELD] for s in scheduler.scheduled] == [2, 3, 4]
     assert {s[1][ORIGIN_FIELD] for s in scheduler.scheduled} == {"5-0"}

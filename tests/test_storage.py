@@ -184,7 +184,7 @@ async def test_claim_stale_respects_min_idle(store, client, stream):
     assert page.next_cursor == "0-0"
 
 
-async def test_claim_stale_events_keeps_the_seed_shape(store, client, stream):
+async def test_claim_stale_events_keeps_the_basic_shape(store, client, stream):
     await store.create_group(stream, GROUP)
     ids = await push(client, stream, 3)
     await deliver(client, stream, "dead", 3)

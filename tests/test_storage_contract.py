@@ -89,7 +89,7 @@ async def test_group_is_created_once_at_zero_with_mkstream(backend: Backend, str
     assert await storage.ensure_group(stream, GROUP, "0") is True
     assert await backend.entries(stream) == []  # MKSTREAM: the stream exists, empty
     assert await storage.ensure_group(stream, GROUP, "0") is False
-    await storage.create_group(stream, GROUP)  # the seed's call: no error when it exists
+    await storage.create_group(stream, GROUP)  # the basic call: no error when it exists
     assert await storage.group_last_delivered_id(stream, GROUP) == "0-0"
 
     older = await backend.add(stream, n="1")
@@ -110,7 +110,7 @@ async def test_read_new_delivers_each_entry_once(backend: Backend, stream: str) 
     second = await storage.read_events(stream, GROUP, "c2", 10)
 
     # reliable reads give bytes (an entry that is not UTF-8 must not fail the read),
-    # the seed's reads give str, as a decode_responses=True client does
+    # the basic reads give str, as a decode_responses=True client does
     assert first == [(ids[0], {b"n": b"0", b"type": b"t"}), (ids[1], {b"n": b"1", b"type": b"t"})]
     assert second == [(ids[2], {"n": "2", "type": "t"})]
     assert await storage.read_new(stream, GROUP, "c1", 10, 1) == []
@@ -198,12 +198,12 @@ async def test_claim_stale_reports_and_drops_deleted_entries(backend: Backend, s
     await backend.delete(stream, ids[0])
 
     page = await storage.claim_stale(stream, GROUP, "c2", 0, "0-0", 2)
-    seed = await storage.claim_stale_events(stream, GROUP, "c3", 0, 10)
+    basic = await storage.claim_stale_events(stream, GROUP, "c3", 0, 10)
 
     assert page.deleted_ids == [ids[0]]  # counts against COUNT, as in Redis 7
     assert [entry_id for entry_id, _ in page.entries] == [ids[1]]
     assert page.next_cursor == ids[2]
-    assert seed == [(ids[1], {"n": "1"}), (ids[2], {"n": "2"})]
+    assert basic == [(ids[1], {"n": "1"}), (ids[2], {"n": "2"})]
     assert await backend.pending(stream) == [(ids[1], "c3", 3), (ids[2], "c3", 2)]
 
 

@@ -1,4 +1,4 @@
-"""Stream entry <-> event payload, in the flat wire form of DESIGN.md.
+"""Stream entry <-> event payload, in the flat wire form the README describes.
 
 A string value is stored as it is; any other value (number, bool, null, list, dict), and a
 string that itself starts with ``json:``, is stored as ``json:`` + compact JSON. Entries
@@ -84,7 +84,7 @@ def _check_user_key(key: object) -> None:
 
 def text(value: str | bytes) -> str:
     """Return a Redis reply item as ``str`` whether the client decodes responses or not."""
-    return value.decode() if type(value) is bytes else value  # type: ignore[return-value]
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def decode_fields(fields: Mapping[Any, Any]) -> dict[str, Any]:

@@ -116,7 +116,7 @@ class BotRedisDispatcher:
 
     Args:
         retry_scheduler: Takes failed events and brings them back later (``ArqRetryScheduler``).
-            Without one, a failure raises and the entry stays pending (the seed's behaviour).
+            Without one, a failure raises and the entry stays pending (as in codex-bot 0.4.0).
         max_attempts: Attempts in all, the first delivery included.
         retry_delay: Seconds before the first retry; retry n waits ``retry_delay * 2**(n-1)``.
         max_retry_delay: Cap of that backoff. Up to 10% jitter is added, never taken away.
@@ -153,7 +153,7 @@ class BotRedisDispatcher:
         self._handlers: dict[str, list[HandlerEntry]] = {}
         self.unknown_types: Counter[str] = Counter()
         """Events ACKed without a handler, by type."""
-        self._succeeded: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        self._successes = _Successes(_REMEMBERED)
         self._named: dict[str, list[_Named]] = {}
         """Handlers with their retry names, by type; rebuilt when a handler is added."""
 
@@ -232,30 +232,23 @@ class BotRedisDispatcher:
             named = self._name_handlers(event_type)
         if not named and targets is None:
             self._count_unknown(event_type)
-            return DispatchReport(event_type, unknown=True)
+            return DispatchReport(event_type=event_type, unknown=True)
         attempt = attempt_of(meta) if meta else 1
-        key = _entry_key(stream_name) if self._succeeded or meta else None
-        done = self._succeeded.get(key, _NONE) if key else _NONE
+        # a redelivered entry skips the handlers that already succeeded on it
+        key = _entry_key(stream_name) if self._successes or meta else None
+        done = self._successes.done(key)
         handled, failures = await self._run_handlers(payload, named, targets, done)
-        missing = _missing(targets, named, attempt) if targets is not None else ()
-        report = DispatchReport(event_type, attempt, tuple(handled), tuple(failures), None, missing)
+        report = DispatchReport(
+            event_type=event_type,
+            attempt=attempt,
+            handled=tuple(handled),
+            failed=tuple(failures),
+            dead_letters=_missing(targets, named, attempt) if targets is not None else (),
+        )
         if not failures:
-            self._forget(key)
+            self._successes.forget(key)
             return report
-        try:
-            report = await self._settle(report, payload, meta, stream_name)
-        except (HandlerFailedError, RetrySchedulingError):
-            # the entry stays pending and comes back; handlers that succeeded are not re-run
-            self._remember(key or _entry_key(stream_name), done.union(handled))
-            raise
-        if report.dead_letters:
-            # if the dead letter cannot be written the entry comes back: run only what is
-            # dead-lettered again, not the handlers that succeeded or were handed to a retry
-            settled = done.union(handled, report.retried_handlers)
-            self._remember(key or _entry_key(stream_name), settled)
-        else:
-            self._forget(key)
-        return report
+        return await self._settle(report, payload, meta, stream_name, done)
 
     def _name_handlers(self, event_type: str) -> list[_Named]:
         named = _named(self._handlers.get(event_type, ()))
@@ -286,10 +279,39 @@ class BotRedisDispatcher:
         return handled, failures
 
     async def _settle(
-        self, report: DispatchReport, payload: Payload, meta: Payload, stream_name: str
+        self,
+        report: DispatchReport,
+        payload: Payload,
+        meta: Payload,
+        stream_name: str,
+        done: frozenset[str],
     ) -> DispatchReport:
-        """Dead-letter what cannot be retried, schedule one retry for the rest."""
-        dead = list(report.dead_letters)
+        """Dead-letter what cannot be retried, hand the rest to one retry; remember successes.
+
+        When the entry comes back (nothing took the retry over, or its dead letter could not
+        be written), the handlers that succeeded or were handed to a retry are not run again.
+        """
+        key = _entry_key(stream_name)
+        settled = done.union(report.handled)
+        dead, retry, delay = self._decide_all(report)
+        report = report._replace(dead_letters=report.dead_letters + tuple(dead))
+        if retry:
+            try:
+                report = await self._retry(report, payload, meta, stream_name, retry, delay)
+            except (HandlerFailedError, RetrySchedulingError):
+                self._successes.remember(key, settled)
+                raise
+        if report.dead_letters:
+            self._successes.remember(key, settled.union(report.retried_handlers))
+        else:
+            self._successes.forget(key)
+        return report
+
+    def _decide_all(
+        self, report: DispatchReport
+    ) -> tuple[list[DeadLetter], list[HandlerFailure], float]:
+        """Split the failures into dead letters and retries; the retry waits the longest delay."""
+        dead: list[DeadLetter] = []
         retry: list[HandlerFailure] = []
         delay = 0.0
         for failure in report.failed:
@@ -299,15 +321,7 @@ class BotRedisDispatcher:
                 delay = max(delay, wait)
             else:
                 dead.append(letter)
-        report = report._replace(dead_letters=tuple(dead))
-        if not retry:
-            return report
-        if self._retry_scheduler is None:
-            raise HandlerFailedError(report.event_type, retry)
-        delay = with_jitter(delay)
-        names = [failure.handler for failure in retry]
-        await self._schedule(payload, meta, stream_name, names, report.attempt + 1, delay)
-        return report._replace(retry_delay=delay, retried_handlers=tuple(names))
+        return dead, retry, delay
 
     def _decide(
         self, report: DispatchReport, failure: HandlerFailure
@@ -336,59 +350,92 @@ class BotRedisDispatcher:
             decision.reason,
             exc_info=failure.error,
         )
-        return DeadLetter(failure.handler, decision.reason, failure.description, attempt), 0.0
+        letter = DeadLetter(
+            handler=failure.handler,
+            reason=decision.reason,
+            error=failure.description,
+            attempts=attempt,
+        )
+        return letter, 0.0
 
-    async def _schedule(
+    async def _retry(
         self,
+        report: DispatchReport,
         payload: Payload,
         meta: Payload,
         stream_name: str,
-        handlers: list[str],
-        attempt: int,
+        failures: list[HandlerFailure],
         delay: float,
-    ) -> None:
-        assert self._retry_scheduler is not None
+    ) -> DispatchReport:
+        """Hand the failed handlers to the retry scheduler as one retry of the event.
+
+        Raises:
+            HandlerFailedError: there is no retry scheduler.
+            RetrySchedulingError: the scheduler could not take the retry.
+        """
+        if self._retry_scheduler is None:
+            raise HandlerFailedError(report.event_type, failures)
+        delay = with_jitter(delay)
+        names = [failure.handler for failure in failures]
         event = current_event()
-        origin = meta.get(ORIGIN_FIELD) or (event.entry_id if event else "")
         retry_payload = {
             **payload,
-            ATTEMPT_FIELD: attempt,
-            HANDLERS_FIELD: handlers,
-            ORIGIN_FIELD: origin,
+            ATTEMPT_FIELD: report.attempt + 1,
+            HANDLERS_FIELD: names,
+            ORIGIN_FIELD: meta.get(ORIGIN_FIELD) or (event.entry_id if event else ""),
         }
         try:
             await self._retry_scheduler.schedule_retry(
-                stream_name=stream_name,
-                payload=retry_payload,
-                delay=delay,  # type: ignore[arg-type]  # the seed's protocol says int
+                stream_name=stream_name, payload=retry_payload, delay=delay
             )
         except Exception as exc:
-            msg = f"could not schedule attempt {attempt} of {payload[TYPE_FIELD]!r}: {exc!r}"
+            msg = (
+                f"could not schedule attempt {report.attempt + 1} of {report.event_type!r}: {exc!r}"
+            )
             raise RetrySchedulingError(msg) from exc
         logger.info(
             "attempt %s of %s for %s scheduled in %.2fs",
-            attempt,
-            payload[TYPE_FIELD],
-            ", ".join(handlers),
+            report.attempt + 1,
+            report.event_type,
+            ", ".join(names),
             delay,
         )
-
-    def _remember(self, key: tuple[str, str] | None, handled: frozenset[str]) -> None:
-        if key is None or not handled:
-            return
-        self._succeeded[key] = handled
-        self._succeeded.move_to_end(key)
-        while len(self._succeeded) > _REMEMBERED:
-            self._succeeded.popitem(last=False)
-
-    def _forget(self, key: tuple[str, str] | None) -> None:
-        if key is not None:
-            self._succeeded.pop(key, None)
+        return report._replace(retry_delay=delay, retried_handlers=tuple(names))
 
     def _count_unknown(self, event_type: str) -> None:
         if not self.unknown_types[event_type]:
             logger.warning("no handler for event type %r; acknowledging it", event_type)
         self.unknown_types[event_type] += 1
+
+
+class _Successes(OrderedDict[tuple[str, str], frozenset[str]]):
+    """Handlers that succeeded on entries left pending, so a redelivery does not run them twice.
+
+    Keyed by ``(stream, entry id)``; the oldest entries are forgotten beyond ``size``. A dict
+    itself, so the check for "anything remembered" on every event costs nothing.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+
+    def done(self, key: tuple[str, str] | None) -> frozenset[str]:
+        """The handlers that succeeded on this entry (none for no key)."""
+        return _NONE if key is None else self.get(key, _NONE)
+
+    def remember(self, key: tuple[str, str] | None, names: frozenset[str]) -> None:
+        """Remember ``names`` for the entry until it is settled."""
+        if key is None or not names:
+            return
+        self[key] = names
+        self.move_to_end(key)
+        while len(self) > self._size:
+            self.popitem(last=False)
+
+    def forget(self, key: tuple[str, str] | None) -> None:
+        """The entry is settled: nothing to skip when it comes back."""
+        if key is not None:
+            self.pop(key, None)
 
 
 def _targets(meta: Payload) -> frozenset[str] | None:
@@ -418,11 +465,9 @@ def _named(entries: Sequence[HandlerEntry]) -> list[_Named]:
 
 
 def _missing(
-    targets: frozenset[str] | None, named: Sequence[_Named], attempt: int
+    targets: frozenset[str], named: Sequence[_Named], attempt: int
 ) -> tuple[DeadLetter, ...]:
     """Dead letters for retry targets no longer registered (renamed or removed by a deploy)."""
-    if targets is None:
-        return ()
     known = {name for name, _, _ in named}
     reason = "the retry targets a handler that is no longer registered for this type"
     return tuple(DeadLetter(name, reason, "", attempt) for name in sorted(targets - known))

@@ -6,7 +6,7 @@ Importing this module loads redis-py only: no aiogram, no arq.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis
 import redis.asyncio
@@ -114,7 +114,8 @@ class SyncStreamProducer(_ProducerBase):
 
     def add_event(self, event_type: str, data: Mapping[str, Any]) -> str:
         """Append one event (XADD) and return its entry id."""
-        return text(self.redis.xadd(**self._xadd_args(event_type, data)))  # type: ignore[arg-type]
+        # redis-py types sync and async replies alike ("Awaitable[Any] | Any")
+        return text(cast("bytes | str", self.redis.xadd(**self._xadd_args(event_type, data))))
 
     def add_events(self, events: Iterable[Event]) -> list[str]:
         """Append many events in one round trip; return their ids in order."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -37,7 +37,7 @@ fields followed by the field/value pairs."""
 class RedisStreamStorage:
     """Consumer-group I/O over ``redis.asyncio.Redis``, with or without ``decode_responses``.
 
-    Implements ``StreamStorageProtocol`` (the seed's four methods) and
+    Implements ``StreamStorageProtocol`` (the four basic methods) and
     ``ReliableStreamStorageProtocol`` (blocking reads, cursor claims, batched ACKs,
     atomic dead letters) that ``RedisStreamProcessor`` uses when present.
 
@@ -56,6 +56,8 @@ class RedisStreamStorage:
         timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
         self._max_block_ms = int(timeout * 1000 * _BLOCK_MARGIN) if timeout else None
         self._dead_letter_script = redis.register_script(_DEAD_LETTER_LUA)
+        # redis-py leaves execute_command untyped
+        self._execute: Callable[..., Awaitable[Any]] = redis.execute_command
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStreamStorage:
@@ -63,9 +65,9 @@ class RedisStreamStorage:
         return cls(Redis.from_url(url, **kwargs))
 
     async def _raw_command(self, *args: Any) -> Any:
-        return await self.redis.execute_command(*args, **_RAW)  # type: ignore[no-untyped-call]
+        return await self._execute(*args, **_RAW)
 
-    # -- the seed's protocol -------------------------------------------------------------
+    # -- the basic protocol ------------------------------------------------------------
 
     async def create_group(self, stream_name: str, group_name: str) -> None:
         """Create the group at id ``0`` with MKSTREAM, so earlier entries are handled too."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 Payload: TypeAlias = dict[str, Any]
 HandlerFunc: TypeAlias = Callable[[Payload, Any], Awaitable[None]]
@@ -12,20 +12,81 @@ HandlerFunc: TypeAlias = Callable[[Payload, Any], Awaitable[None]]
 FilterFunc: TypeAlias = Callable[[Payload], Any]
 """``filter_func(payload)``; the handler runs only when it returns a truthy value."""
 MessageCallback: TypeAlias = Callable[..., Awaitable[Any]]
-"""``callback(payload)`` or ``callback(payload, stream_name=...)``, called per entry."""
+"""``callback(payload)`` or ``callback(payload, stream_name=...)``, called per entry.
+
+It returns None, or a :class:`HandlingReport` (as ``BotRedisDispatcher.process_message`` does)
+whose ``dead_letters`` the processor moves to the dead-letter stream.
+"""
 OrderingKeyFunc: TypeAlias = Callable[[Payload], Any]
 """Returns the key whose events must run one after another, or ``None`` for no order."""
 Entry: TypeAlias = tuple[str, Mapping[Any, Any]]
 """``(entry_id, fields)`` as a storage returns it; fields may be ``bytes`` or ``str``."""
 
 
+class InFlight(NamedTuple):
+    """An entry the processor admitted and has not finished (a NamedTuple: one per event).
+
+    Attributes:
+        entry_id: Its id in the stream.
+        fields: The fields as read (``bytes`` or ``str``), for a dead letter.
+        payload: The decoded event the callback gets.
+        deliveries: How often the group delivered it (1 on a first read).
+    """
+
+    entry_id: str
+    fields: Mapping[Any, Any]
+    payload: Payload
+    deliveries: int
+
+
+Admission: TypeAlias = tuple[InFlight | None, str]
+"""``(item, reason)``: handle ``item``; or, when it is None, dead-letter the entry for ``reason``.
+
+A plain tuple rather than a NamedTuple: one is built for every entry read.
+"""
+
+
+class DeadLetterInfo(Protocol):
+    """One failure a report asks the processor to dead-letter (``DeadLetter`` is one)."""
+
+    @property
+    def handler(self) -> str:
+        """The failed handler's name."""
+        ...
+
+    @property
+    def reason(self) -> str:
+        """Why it is not retried."""
+        ...
+
+    @property
+    def error(self) -> str:
+        """``ExceptionType: message``."""
+        ...
+
+    @property
+    def attempts(self) -> int:
+        """The attempt that failed."""
+        ...
+
+
+@runtime_checkable
+class HandlingReport(Protocol):
+    """What a message callback may return: the failures to move to the dead-letter stream."""
+
+    @property
+    def dead_letters(self) -> Sequence[DeadLetterInfo]:
+        """Failures that will not be retried."""
+        ...
+
+
 @runtime_checkable
 class StreamStorageProtocol(Protocol):
-    """Redis Stream adapter the processor reads through (the seed's four methods).
+    """The basic Redis Stream adapter: four methods, as in codex-bot 0.4.0.
 
     A project may implement it over any client. ``RedisStreamStorage`` is the redis-py one
     and also implements :class:`ReliableStreamStorageProtocol`; a storage that only has
-    these four methods still works, with the limits listed there.
+    these four methods still works, through ``BasicStorageAdapter`` and with its limits.
     """
 
     async def create_group(self, stream_name: str, group_name: str) -> None:
@@ -65,15 +126,12 @@ class ClaimPage:
 
 @runtime_checkable
 class ReliableStreamStorageProtocol(Protocol):
-    """What the processor needs beyond the seed's protocol to lose nothing.
+    """The storage the processor works against: everything it needs to lose nothing.
 
-    ``RedisStreamStorage`` implements it. With a storage that lacks it the processor
-    falls back to the seed's behaviour and logs so once at start: reads go through
-    ``read_events`` and sleep ``poll_interval`` when empty, acknowledgements go one by one,
-    claims use ``claim_stale_events`` (first page only; no sweep if the storage lacks it, as
-    the seed's example adapter does), ``max_deliveries`` is not enforced, a lost group is
-    recreated by ``create_group`` at ``0`` (its history is handled again), and an entry
-    that should be dead-lettered is left pending with an error logged.
+    ``RedisStreamStorage`` and ``codex_bot.testing.InMemoryStreamStorage`` implement it. A
+    storage that has only :class:`StreamStorageProtocol`'s methods is wrapped in
+    ``codex_bot.redis.adapter.BasicStorageAdapter``, which lists what degrades: the processor
+    logs so once at start.
     """
 
     async def ensure_group(self, stream_name: str, group_name: str, start_id: str) -> bool:
@@ -166,13 +224,13 @@ class RetrySchedulerProtocol(Protocol):
     """
 
     async def schedule_retry(
-        self, stream_name: str, payload: dict[str, Any], delay: int = 60
+        self, stream_name: str, payload: dict[str, Any], delay: float = 60
     ) -> None:
         """Schedule the event to be put back on ``stream_name`` after ``delay`` seconds.
 
         Args:
             stream_name: The stream the event came from and goes back to.
             payload: The event, ``type`` and ``codex.`` retry metadata included.
-            delay: Seconds to wait; a float is accepted.
+            delay: Seconds to wait (an int is a float too).
         """
         ...

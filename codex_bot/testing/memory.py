@@ -4,7 +4,7 @@ Both storage protocols, with Redis 7's semantics (``<ms>-<seq>`` ids, a group's
 last-delivered id, per-consumer pending entries with delivery counts and idle times,
 XAUTOCLAIM cursors, ``ResponseError("NOGROUP ...")`` for a missing group), so a
 ``RedisStreamProcessor`` runs on it unchanged. As with ``RedisStreamStorage``, the reliable
-reads return fields as ``bytes``; the seed's reads and ``entries()`` return ``str``.
+reads return fields as ``bytes``; the basic reads and ``entries()`` return ``str``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,278 @@
+"""``EntryRunner``: runs the callback for each admitted entry and settles it.
+
+An entry the processor read is admitted (decoded, checked) or dead-lettered at once; an
+admitted one waits for a worker (behind earlier entries of its ordering key), runs the
+callback, and is then acknowledged, dead-lettered for the failures its report names, or left
+pending when the callback raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from codex_bot.redis.acks import AckBuffer
+from codex_bot.redis.codec import attempt_of, decode_fields
+from codex_bot.redis.constants import ATTEMPT_FIELD, ORIGIN_FIELD, TYPE_FIELD
+from codex_bot.redis.context import EventContext, _current
+from codex_bot.redis.dispatcher import DispatchReport
+from codex_bot.redis.exceptions import CodexBotError, MalformedEventError
+from codex_bot.redis.group import GroupKeeper
+from codex_bot.redis.letters import DELETED, handler_letter, letter, reason_of
+from codex_bot.redis.stats import ProcessorStats
+from codex_bot.redis.types import (
+    Admission,
+    DeadLetterInfo,
+    Entry,
+    HandlingReport,
+    InFlight,
+    MessageCallback,
+    OrderingKeyFunc,
+    ReliableStreamStorageProtocol,
+)
+from codex_bot.redis.workers import KeyedWorkers
+
+logger = logging.getLogger("codex_bot.redis.processor")  # one logger for the consumer's story
+
+_FIRST_DELIVERY: Mapping[str, int] = {}
+"""Delivery counts of entries read for the first time: none known, each counts as 1."""
+
+
+async def _no_callback(payload: dict[str, Any]) -> None:
+    msg = "call set_message_callback() before start_listening()"
+    raise CodexBotError(msg)
+
+
+class EntryRunner:
+    """Admits entries, runs the callback on up to ``max_concurrency`` workers, settles each.
+
+    Args:
+        storage: Where dead letters are written.
+        stream_name: The stream the entries come from.
+        group_name: The consumer group they are pending in.
+        dead_letter_stream: Where entries that can never be handled go.
+        stats: The processor's counters.
+        acks: Finished entries go here for their XACK.
+        group: Told which entries failed (kept pending) and which were settled.
+        max_concurrency: Callbacks running at once, and entries in flight before reading pauses.
+        max_deliveries: An entry delivered more often is dead-lettered instead.
+        ordering_key: ``payload -> key``; entries with the same key run one after another.
+        capacity: Set whenever an entry finishes (the ACK buffer sets it as ACKs are sent):
+            reading may resume.
+    """
+
+    def __init__(
+        self,
+        storage: ReliableStreamStorageProtocol,
+        stream_name: str,
+        group_name: str,
+        dead_letter_stream: str,
+        *,
+        stats: ProcessorStats,
+        acks: AckBuffer,
+        group: GroupKeeper,
+        max_concurrency: int,
+        max_deliveries: int,
+        ordering_key: OrderingKeyFunc | None,
+        capacity: asyncio.Event,
+    ) -> None:
+        self.storage = storage
+        self.stream_name = stream_name
+        self.group_name = group_name
+        self.dead_letter_stream = dead_letter_stream
+        self.stats = stats
+        self.acks = acks
+        self.group = group
+        self.max_concurrency = max_concurrency
+        self.max_deliveries = max_deliveries
+        self.ordering_key = ordering_key
+        self.capacity = capacity
+        self._callback: MessageCallback = _no_callback
+        self._pass_stream_name = False
+        self._workers: KeyedWorkers[InFlight] = KeyedWorkers(self._handle, max_concurrency)
+        self._inflight_ids: set[str] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Entries admitted and not finished (running, or waiting for their key or a worker)."""
+        return len(self._inflight_ids)
+
+    def is_in_flight(self, entry_id: str) -> bool:
+        """Whether this entry is admitted and not finished (a claim must not start it twice)."""
+        return entry_id in self._inflight_ids
+
+    def set_callback(self, callback: MessageCallback) -> None:
+        """Set the callback; one that takes ``stream_name`` gets the stream's name."""
+        self._callback = callback
+        self._pass_stream_name = _accepts_stream_name(callback)
+
+    def free_slots(self) -> int:
+        """How many more entries may be admitted before reading pauses (at least 1)."""
+        return max(self.max_concurrency - len(self._inflight_ids), 1)
+
+    async def wait_for_capacity(self) -> None:
+        """Return once fewer than ``max_concurrency`` entries are in flight and ACKs flow."""
+        while len(self._inflight_ids) >= self.max_concurrency or self.acks.full:
+            self.capacity.clear()
+            await self.capacity.wait()
+
+    def open(self) -> None:
+        """A fresh worker pool, for a start after a stop."""
+        self._workers = KeyedWorkers(self._handle, self.max_concurrency)
+
+    async def close(self, drain_timeout: float) -> None:
+        """Start nothing new, let running callbacks finish up to ``drain_timeout`` seconds.
+
+        Entries not started, and those still running at the deadline (cancelled), stay pending.
+        """
+        late = await self._workers.close(drain_timeout)
+        if late:
+            logger.warning(
+                "%s handler(s) still running after %.1fs; their entries stay pending",
+                late,
+                drain_timeout,
+            )
+        for item in self._workers.queued():
+            self.finish(item.entry_id)
+
+    async def submit_all(
+        self, entries: Sequence[Entry], deliveries: Mapping[str, int] = _FIRST_DELIVERY
+    ) -> None:
+        """Admit each entry and hand it to a worker, or dead-letter it; entries in id order."""
+        if not entries:
+            return
+        self.group.saw(entries)
+        for entry_id, fields in entries:
+            count = deliveries.get(entry_id, 1)
+            item, reason = self._admit(entry_id, fields, count)
+            if item is None:
+                await self.dead_letter_quietly(entry_id, letter(fields, entry_id, reason, count))
+            else:
+                self._schedule(item)
+        self._workers.kick()
+
+    def _admit(self, entry_id: str, fields: Mapping[Any, Any], deliveries: int) -> Admission:
+        """Decode an entry; or say why it can never be handled (it goes to dead letters)."""
+        if not fields:
+            return None, DELETED
+        if deliveries > self.max_deliveries:
+            return None, f"delivered {deliveries} times (max_deliveries={self.max_deliveries})"
+        try:
+            payload = decode_fields(fields)
+        except MalformedEventError as exc:
+            return None, str(exc)
+        event_type = payload.get(TYPE_FIELD)
+        if event_type and type(event_type) is str:
+            # tuple.__new__ skips the NamedTuple's Python-level __new__: one per event
+            return tuple.__new__(InFlight, (entry_id, fields, payload, deliveries)), ""
+        return None, "entry has no 'type' field (a non-empty string)"
+
+    def _schedule(self, item: InFlight) -> None:
+        key = None
+        if self.ordering_key is not None:
+            try:
+                key = self.ordering_key(item.payload)
+                hash(key)  # a list or dict as chat_id cannot name a lane
+            except Exception:  # a broken key must not stop the loop
+                logger.exception(
+                    "no ordering key for entry %s; running it unordered", item.entry_id
+                )
+                key = None
+        self._inflight_ids.add(item.entry_id)
+        self._workers.submit(item, key)
+
+    async def _handle(self, item: InFlight) -> None:
+        entry_id = item.entry_id
+        # the worker's context: each entry replaces the previous entry's EventContext
+        _current.set(self._event_context(item))
+        callback = self._callback
+        try:
+            if self._pass_stream_name:
+                result = await callback(item.payload, stream_name=self.stream_name)
+            else:
+                result = await callback(item.payload)
+            letters = _dead_letters(result)
+            if letters:  # the dispatcher already logged why, at ERROR
+                await self._dead_letter(
+                    entry_id,
+                    [handler_letter(item.fields, entry_id, dead) for dead in letters],
+                    logging.INFO,
+                )
+            else:
+                self.acks.add(entry_id)
+            self.stats.handled += 1
+        except asyncio.CancelledError:
+            raise
+        except MalformedEventError as exc:
+            await self.dead_letter_quietly(
+                entry_id, letter(item.fields, entry_id, str(exc), item.deliveries)
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed entry stays pending, the loop goes on
+            self.stats.failed += 1
+            self.group.failed(entry_id)
+            logger.warning("entry %s of %s left pending: %s", entry_id, self.stream_name, exc)
+        else:
+            self.group.settled(entry_id)
+        finally:
+            self.finish(entry_id)
+
+    def _event_context(self, item: InFlight) -> EventContext:
+        entry_id, _, payload, deliveries = item
+        if ATTEMPT_FIELD not in payload:
+            return EventContext(self.stream_name, entry_id, deliveries, 1, entry_id)
+        origin = str(payload.get(ORIGIN_FIELD) or entry_id)
+        return EventContext(self.stream_name, entry_id, deliveries, attempt_of(payload), origin)
+
+    def finish(self, entry_id: str) -> None:
+        """The entry is no longer in flight (settled, or left for a restart to pick up)."""
+        self._inflight_ids.discard(entry_id)
+        self.capacity.set()
+
+    async def _dead_letter(
+        self, entry_id: str, letters: list[dict[str, str]], level: int = logging.ERROR
+    ) -> None:
+        await self.storage.dead_letter(
+            self.stream_name, self.group_name, entry_id, self.dead_letter_stream, letters
+        )
+        self.stats.dead_lettered += 1
+        self.group.settled(entry_id)
+        logger.log(
+            level,
+            "moved %s of %s to %s: %s",
+            entry_id,
+            self.stream_name,
+            self.dead_letter_stream,
+            reason_of(letters),
+        )
+
+    async def dead_letter_quietly(self, entry_id: str, letter_: dict[str, str]) -> None:
+        """Dead-letter one entry; if the letter cannot be written it stays pending."""
+        try:
+            await self._dead_letter(entry_id, [letter_])
+        except Exception as exc:  # noqa: BLE001 - stays pending, the claim sweep brings it back
+            self.stats.failed += 1
+            logger.warning("entry %s of %s left pending: %r", entry_id, self.stream_name, exc)
+
+
+def _dead_letters(result: object) -> Sequence[DeadLetterInfo]:
+    """The failures a callback's report asks to dead-letter; none for any other return value."""
+    if result is None:
+        return ()
+    if type(result) is DispatchReport:  # the common case, without a protocol check's cost
+        return result.dead_letters
+    if isinstance(result, HandlingReport):
+        return result.dead_letters
+    return ()
+
+
+def _accepts_stream_name(callback: MessageCallback) -> bool:
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.name == "stream_name" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )
