@@ -129,13 +129,28 @@ async def test_processing_before_setup_raises():
     assert ran == []
 
 
-async def test_unknown_types_are_counted():
+async def test_unknown_types_are_counted_and_reported_as_dead_letters():
     dispatcher = ready()
     report = await dispatcher.process_message({"type": "nobody.listens"})
     await dispatcher.process_message({"type": "nobody.listens"})
     await dispatcher.process_message({"type": "other"})
     assert report.unknown
+    [letter] = report.dead_letters
+    assert (letter.handler, letter.reason) == ("", "no handler for type 'nobody.listens'")
     assert dispatcher.unknown_types == {"nobody.listens": 2, "other": 1}
+
+
+async def test_unknown_types_ack_reports_no_dead_letter():
+    dispatcher = BotRedisDispatcher(unknown_types="ack")
+    dispatcher.setup(container=None)
+    report = await dispatcher.process_message({"type": "nobody.listens"})
+    assert report.unknown
+    assert report.dead_letters == ()
+
+
+def test_unknown_types_takes_dead_or_ack():
+    with pytest.raises(ValueError, match="'dead' or 'ack'"):
+        BotRedisDispatcher(unknown_types="drop")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("event", [{}, {"chat_id": 1}, {"type": ""}, {"type": 42}])

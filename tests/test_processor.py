@@ -21,11 +21,19 @@ from codex_bot.redis.codec import text
 from tests.conftest import Recorder, blocked_clients, pending_count, wait_for
 
 
-async def dead_letters(redis, stream: str) -> list[dict[str, str]]:
+async def dead_letters(redis, stream: str) -> list[dict[str, Any]]:
+    """The dead letters, read undecoded; names and values as str where they are UTF-8."""
+    entries = await redis.execute_command("XRANGE", stream + ":dead", "-", "+", NEVER_DECODE=True)
     return [
-        {text(k): text(v) for k, v in fields.items()}
-        for _, fields in await redis.xrange(stream + ":dead")
+        {_text_or_bytes(k): _text_or_bytes(v) for k, v in fields.items()} for _, fields in entries
     ]
+
+
+def _text_or_bytes(value: bytes) -> str | bytes:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value
 
 
 async def nothing_pending(redis, stream: str) -> bool:
@@ -335,13 +343,31 @@ async def test_malformed_entries_are_dead_lettered_and_the_processor_goes_on(
     assert "no 'type'" in letters[bad_ids["type not a string"]]["codex.dead.reason"]
     not_utf8 = letters[bad_ids["not utf-8"]]
     assert "not valid UTF-8" in not_utf8["codex.dead.reason"]
-    assert not_utf8["v"] == "\\xff\\xfe"  # the bytes stay visible
+    assert not_utf8["v"] == b"\xff\xfe"  # the original bytes, for a replay
     assert await pending_count(client, stream) == 0
     assert processor.stats.dead_lettered == 4
 
 
-async def test_unknown_types_are_acked_and_counted(redis, stream, make_processor):
+async def test_unknown_types_are_dead_lettered_by_default(redis, stream, make_processor):
     dispatcher = BotRedisDispatcher()
+    dispatcher.setup(container=None)
+    processor = make_processor(redis, stream, dispatcher.process_message)
+    await processor.start_listening()
+    ids = await StreamProducer(redis, stream).add_events(
+        [("notification.create", {"chat_id": 1, "text": "a typo"})] * 2
+    )
+    await wait_for(lambda: processor.stats.dead_lettered == 2, message="two dead letters")
+    letters = await dead_letters(redis, stream)
+    assert [letter["codex.dead.source_id"] for letter in letters] == ids
+    assert letters[0]["codex.dead.reason"] == "no handler for type 'notification.create'"
+    assert letters[0]["text"] == "a typo"
+    assert "codex.dead.handler" not in letters[0]
+    assert dispatcher.unknown_types == {"notification.create": 2}
+    assert await pending_count(redis, stream) == 0
+
+
+async def test_unknown_types_ack_acknowledges_and_counts(redis, stream, make_processor):
+    dispatcher = BotRedisDispatcher(unknown_types="ack")
     dispatcher.setup(container=None)
     processor = make_processor(redis, stream, dispatcher.process_message)
     await processor.start_listening()
@@ -399,18 +425,23 @@ async def test_stop_never_hangs_with_a_socket_timeout_client(
         assert not processor.is_running
 
 
-async def test_an_unhashable_ordering_key_runs_unordered_and_stalls_nothing(
+async def test_an_unhashable_ordering_key_is_dead_lettered_and_stalls_nothing(
     redis, stream, make_processor
 ):
     recorder = Recorder()
     processor = make_processor(redis, stream, recorder, max_concurrency=2)
     await redis.xadd(stream, {"type": "t", "chat_id": 'json:[1,"x"]'})
     await redis.xadd(stream, {"type": "t", "chat_id": 'json:{"a":1}'})
-    for chat in (7, 8, 9):
-        await redis.xadd(stream, {"type": "t", "chat_id": f"json:{chat}"})
+    good = [
+        await redis.xadd(stream, {"type": "t", "chat_id": f"json:{chat}"}) for chat in (7, 8, 9)
+    ]
     await processor.start_listening()
-    await wait_for(lambda: len(recorder.entry_ids) == 5, message="all five handled")
-    await wait_for(lambda: processor.stats.acked == 5, message="all five acked")
+    await wait_for(lambda: recorder.entry_ids == good, message="the three good events")
+    await wait_for(lambda: processor.stats.acked == 3, message="their ACKs")
+    letters = await dead_letters(redis, stream)
+    assert [letter["chat_id"] for letter in letters] == ['json:[1,"x"]', 'json:{"a":1}']
+    assert all("the ordering key failed" in letter["codex.dead.reason"] for letter in letters)
+    assert await nothing_pending(redis, stream)
     assert processor.in_flight == 0
 
 

@@ -1,5 +1,7 @@
 """Redis Stream events for aiogram bots: produce, consume, route, retry, dead-letter."""
 
+from codex_bot.redis.adapter import BasicStorageAdapter, DeadLetterUnsupportedError
+from codex_bot.redis.codec import EntryLimits
 from codex_bot.redis.context import EventContext, current_event
 from codex_bot.redis.dispatcher import BotRedisDispatcher, DeadLetter, DispatchReport
 from codex_bot.redis.exceptions import (
@@ -19,6 +21,8 @@ from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.storage import RedisStreamStorage
 from codex_bot.redis.types import (
     ClaimPage,
+    HandlingReport,
+    InFlight,
     ReliableStreamStorageProtocol,
     RetrySchedulerProtocol,
     StreamStorageProtocol,
@@ -26,15 +30,20 @@ from codex_bot.redis.types import (
 
 __all__ = [
     "ArqRetryScheduler",
+    "BasicStorageAdapter",
     "BotRedisDispatcher",
     "ClaimPage",
     "CodexBotError",
     "DeadLetter",
+    "DeadLetterUnsupportedError",
     "DispatchReport",
     "DispatcherNotReadyError",
+    "EntryLimits",
     "EventContext",
     "HandlerFailedError",
     "HandlerFailure",
+    "HandlingReport",
+    "InFlight",
     "MalformedEventError",
     "ProcessorStats",
     "RedisRouter",

@@ -2,13 +2,15 @@
 
 A string value is stored as it is; any other value (number, bool, null, list, dict), and a
 string that itself starts with ``json:``, is stored as ``json:`` + compact JSON. Entries
-written by hand (``user_id=42``) decode to the strings they hold.
+written by hand (``user_id=42``) decode to the strings they hold. Decoding is bounded by
+:class:`EntryLimits`: anyone who can write to the stream can write anything into it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from codex_bot.redis.constants import ATTEMPT_FIELD, JSON_PREFIX, META_PREFIX, TYPE_FIELD
@@ -87,20 +89,66 @@ def text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def decode_fields(fields: Mapping[Any, Any]) -> dict[str, Any]:
-    """Decode the fields of a stream entry into the payload a handler receives.
+@dataclass(frozen=True, slots=True)
+class EntryLimits:
+    """Bounds on what one stream entry may be; an entry beyond one is dead-lettered, naming it.
+
+    The defaults are far above any real event, and still keep a hostile entry from costing
+    more than a few times its size in memory or from blowing the JSON decoder's stack.
+
+    Attributes:
+        max_fields: Fields per entry.
+        max_bytes: Field names and values together, in bytes.
+        max_depth: Nesting of a ``json:`` value (``[1]`` is 1 deep, ``[[1]]`` 2).
+        max_type_length: Characters of the ``type`` field.
 
     Raises:
-        MalformedEventError: a name or value is not UTF-8, or a ``json:`` value is not JSON.
+        ValueError: a bound below 1.
     """
+
+    max_fields: int = 1000
+    max_bytes: int = 4 * 1024 * 1024
+    max_depth: int = 64
+    max_type_length: int = 256
+
+    def __post_init__(self) -> None:
+        if min(self.max_fields, self.max_bytes, self.max_depth, self.max_type_length) < 1:
+            msg = "every entry limit must be at least 1"
+            raise ValueError(msg)
+
+
+DEFAULT_LIMITS = EntryLimits()
+
+
+def decode_fields(
+    fields: Mapping[Any, Any], limits: EntryLimits = DEFAULT_LIMITS
+) -> dict[str, Any]:
+    """Decode the fields of a stream entry into the payload a handler receives.
+
+    Args:
+        fields: The entry's fields, ``bytes`` or ``str``.
+        limits: Bounds the entry must stay within.
+
+    Raises:
+        MalformedEventError: a name or value is not UTF-8, a ``json:`` value is not JSON, or
+            the entry exceeds ``limits`` (the message names the bound).
+    """
+    if len(fields) > limits.max_fields:
+        msg = f"entry has {len(fields)} fields (max_fields={limits.max_fields})"
+        raise MalformedEventError(msg)
     payload: dict[str, Any] = {}
+    size = 0
     try:
         # the hot path of every event: inline type checks rather than calls to text()
         for raw_key, raw_value in fields.items():
+            size += len(raw_key) + len(raw_value)
+            if size > limits.max_bytes:  # before decoding it: a copy would cost as much again
+                msg = f"entry is larger than {limits.max_bytes} bytes (max_bytes)"
+                raise MalformedEventError(msg)
             key = raw_key.decode() if type(raw_key) is bytes else raw_key
             value = raw_value.decode() if type(raw_value) is bytes else raw_value
             if value.startswith(JSON_PREFIX):
-                payload[key] = _json_value(key, value[_PREFIX_LEN:])
+                payload[key] = _json_value(key, value[_PREFIX_LEN:], limits.max_depth)
             else:
                 payload[key] = value
     except UnicodeDecodeError as exc:
@@ -109,15 +157,60 @@ def decode_fields(fields: Mapping[Any, Any]) -> dict[str, Any]:
     return payload
 
 
-def _json_value(key: str, encoded: str) -> Any:
-    # chat ids and counters are the common case: int() is several times cheaper than JSON
-    if encoded.isdigit() and encoded.isascii() and (encoded[0] != "0" or len(encoded) == 1):
-        return int(encoded)
+def check_event_type(payload: Mapping[str, Any], limits: EntryLimits = DEFAULT_LIMITS) -> str:
+    """The payload's ``type``: a non-empty string of at most ``limits.max_type_length``.
+
+    Raises:
+        MalformedEventError: there is no such ``type``.
+    """
+    event_type = payload.get(TYPE_FIELD)
+    if not event_type or type(event_type) is not str:
+        msg = "entry has no 'type' field (a non-empty string)"
+        raise MalformedEventError(msg)
+    if len(event_type) > limits.max_type_length:
+        msg = (
+            f"'type' is {len(event_type)} characters long "
+            f"(max_type_length={limits.max_type_length})"
+        )
+        raise MalformedEventError(msg)
+    return event_type
+
+
+def _json_value(key: str, encoded: str, max_depth: int) -> Any:
     try:
-        return _loads(encoded)
-    except ValueError as exc:
+        # chat ids and counters are the common case: int() is several times cheaper than JSON
+        if encoded.isdigit() and encoded.isascii() and (encoded[0] != "0" or len(encoded) == 1):
+            return int(encoded)
+        value = _loads(encoded)
+    except RecursionError:
+        msg = f"field {key!r} is nested deeper than {max_depth} levels (max_depth)"
+        raise MalformedEventError(msg) from None
+    except ValueError as exc:  # int() refuses more than 4300 digits with a ValueError too
         msg = f"field {key!r} is marked json: but is not valid JSON: {exc}"
         raise MalformedEventError(msg) from exc
+    if (
+        type(value) in _CONTAINERS
+        and encoded.count("[") + encoded.count("{") > max_depth  # cheap, before the walk
+        and _deeper_than(value, max_depth)
+    ):
+        msg = f"field {key!r} is nested deeper than {max_depth} levels (max_depth)"
+        raise MalformedEventError(msg)
+    return value
+
+
+_CONTAINERS = (list, dict)
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and dicts in ``value`` nest more than ``limit`` levels (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if type(node) is dict else node
+        stack.extend((child, depth + 1) for child in children if type(child) in _CONTAINERS)
+    return False
 
 
 def raw_fields(fields: Mapping[Any, Any]) -> dict[str, str]:

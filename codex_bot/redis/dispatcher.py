@@ -7,7 +7,7 @@ import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from codex_bot.redis.codec import attempt_of, split_meta
 from codex_bot.redis.constants import (
@@ -49,7 +49,8 @@ class DeadLetter:
     """A handler failure that will not be retried, for the dead-letter stream.
 
     Attributes:
-        handler: The handler's name (``module.qualname``).
+        handler: The handler's name (``module.qualname``); empty when no handler is involved
+            (an event of a type nobody handles).
         reason: Why it is not retried ("gave up after 5 attempts (max_attempts=5)", ...).
         error: ``ExceptionType: message``; Telegram's own description for Telegram errors.
         attempts: The attempt that failed, the first delivery counting as 1.
@@ -121,6 +122,12 @@ class BotRedisDispatcher:
         retry_delay: Seconds before the first retry; retry n waits ``retry_delay * 2**(n-1)``.
         max_retry_delay: Cap of that backoff. Up to 10% jitter is added, never taken away.
         classifier: ``exc -> RetryDecision``; the default knows aiogram's Telegram errors.
+        unknown_types: What becomes of an event no handler is registered for: ``"dead"``
+            (the default) reports it as a dead letter, "no handler for type ...", so it can
+            be replayed once a deploy brings its handler; ``"ack"`` only counts and logs it.
+
+    Raises:
+        ValueError: ``unknown_types`` is neither ``"dead"`` nor ``"ack"``.
 
     Example:
         ```python
@@ -144,15 +151,21 @@ class BotRedisDispatcher:
         retry_delay: float = 60.0,
         max_retry_delay: float = 3600.0,
         classifier: FailureClassifier = classify_failure,
+        unknown_types: Literal["dead", "ack"] = "dead",
     ) -> None:
+        if unknown_types not in ("dead", "ack"):
+            msg = f"unknown_types must be 'dead' or 'ack', not {unknown_types!r}"
+            raise ValueError(msg)
         self.policy = RetryPolicy(max_attempts, retry_delay, max_retry_delay, classifier)
         """The retry settings, read-only."""
+        self.unknown_type_policy = unknown_types
+        """``"dead"`` or ``"ack"``: what becomes of an event no handler is registered for."""
         self._container: Any = None
         self._ready = False
         self._retry_scheduler = retry_scheduler
         self._handlers: dict[str, list[HandlerEntry]] = {}
         self.unknown_types: Counter[str] = Counter()
-        """Events ACKed without a handler, by type."""
+        """Events no handler was registered for, by type (dead-lettered or acknowledged)."""
         self._successes = _Successes(_REMEMBERED)
         self._named: dict[str, list[_Named]] = {}
         """Handlers with their retry names, by type; rebuilt when a handler is added."""
@@ -230,10 +243,9 @@ class BotRedisDispatcher:
         named = self._named.get(event_type)
         if named is None:
             named = self._name_handlers(event_type)
-        if not named and targets is None:
-            self._count_unknown(event_type)
-            return DispatchReport(event_type=event_type, unknown=True)
         attempt = attempt_of(meta) if meta else 1
+        if not named and targets is None:
+            return self._unknown(event_type, attempt)
         # a redelivered entry skips the handlers that already succeeded on it
         key = _entry_key(stream_name) if self._successes or meta else None
         done = self._successes.done(key)
@@ -402,10 +414,21 @@ class BotRedisDispatcher:
         )
         return report._replace(retry_delay=delay, retried_handlers=tuple(names))
 
-    def _count_unknown(self, event_type: str) -> None:
-        if not self.unknown_types[event_type]:
-            logger.warning("no handler for event type %r; acknowledging it", event_type)
+    def _unknown(self, event_type: str, attempt: int) -> DispatchReport:
+        first = not self.unknown_types[event_type]
         self.unknown_types[event_type] += 1
+        if self.unknown_type_policy == "ack":
+            if first:
+                logger.warning("no handler for event type %r; acknowledging it", event_type)
+            return DispatchReport(event_type=event_type, attempt=attempt, unknown=True)
+        if first:
+            logger.warning("no handler for event type %r; dead-lettering it", event_type)
+        letter = DeadLetter(
+            handler="", reason=f"no handler for type {event_type!r}", error="", attempts=attempt
+        )
+        return DispatchReport(
+            event_type=event_type, attempt=attempt, dead_letters=(letter,), unknown=True
+        )
 
 
 class _Successes(OrderedDict[tuple[str, str], frozenset[str]]):

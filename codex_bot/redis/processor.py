@@ -17,6 +17,7 @@ from typing import Any
 from codex_bot.redis.acks import AckBuffer
 from codex_bot.redis.adapter import BasicStorageAdapter
 from codex_bot.redis.backoff import MIN_BACKOFF, Backoff, Outage
+from codex_bot.redis.codec import DEFAULT_LIMITS, EntryLimits
 from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
 from codex_bot.redis.exceptions import CodexBotError
 from codex_bot.redis.group import GroupKeeper, group_lost
@@ -78,6 +79,8 @@ class RedisStreamProcessor:
         dead_letter_stream: Where bad entries go; default ``<stream_name>:dead``.
         max_backoff: Longest wait, in seconds, between attempts while Redis is unreachable;
             the wait starts at 50 ms and doubles up to this.
+        entry_limits: Bounds on an entry's fields, size, JSON nesting and ``type`` length;
+            an entry beyond one is dead-lettered with a reason naming it.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class RedisStreamProcessor:
         ordering_key: OrderingKeyFunc | None = default_ordering_key,
         dead_letter_stream: str | None = None,
         max_backoff: float = 5.0,
+        entry_limits: EntryLimits = DEFAULT_LIMITS,
     ) -> None:
         if batch_count < 1 or max_concurrency < 1:
             msg = "batch_count and max_concurrency must be at least 1"
@@ -146,6 +150,7 @@ class RedisStreamProcessor:
             group=self._group,
             max_concurrency=max_concurrency,
             max_deliveries=max_deliveries,
+            limits=entry_limits,
             ordering_key=ordering_key,
             capacity=capacity,
         )
@@ -165,8 +170,30 @@ class RedisStreamProcessor:
 
     @property
     def is_healthy(self) -> bool:
-        """Running, the group is in place and the last Redis call succeeded."""
-        return self._running and self._group.ready and self._outage.since is None
+        """Running, the group is in place, the last Redis call succeeded and nothing is parked."""
+        return (
+            self._running
+            and self._group.ready
+            and self._outage.since is None
+            and not self._runner.parked
+        )
+
+    @property
+    def parked(self) -> dict[str, str]:
+        """Entries whose dead letter could not be written, with why (a copy).
+
+        They stay pending in Redis and this process leaves them alone, so a letter that
+        cannot be written does not loop for ever; fix the cause (the dead-letter stream's key,
+        memory) and call ``release_parked()``, or restart the process.
+        """
+        return dict(self._runner.parked)
+
+    def release_parked(self) -> list[str]:
+        """Let the claim sweep try the parked entries again; return their ids."""
+        released = list(self._runner.parked)
+        self._runner.parked.clear()
+        self._next_sweep = 0.0
+        return released
 
     @property
     def in_flight(self) -> int:
@@ -334,8 +361,9 @@ class RedisStreamProcessor:
             page = await fetch(cursor, self._runner.free_slots())
             for entry_id in page.deleted_ids:
                 # Redis >= 7 already dropped it from the PEL; record the loss where it shows
-                await self._runner.dead_letter_quietly(entry_id, letter({}, entry_id, DELETED, 0))
-            fresh = [entry for entry in page.entries if not self._runner.is_in_flight(entry[0])]
+                letter_ = letter({}, self.stream_name, entry_id, DELETED, 0)
+                await self._runner.dead_letter_quietly(entry_id, letter_)
+            fresh = [entry for entry in page.entries if not self._runner.skips(entry[0])]
             if fresh:
                 counts = await self._storage.delivery_counts(
                     self.stream_name, self.group_name, [entry_id for entry_id, _ in fresh]

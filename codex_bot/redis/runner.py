@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from codex_bot.redis.acks import AckBuffer
-from codex_bot.redis.codec import attempt_of, decode_fields
-from codex_bot.redis.constants import ATTEMPT_FIELD, ORIGIN_FIELD, TYPE_FIELD
+from codex_bot.redis.codec import EntryLimits, attempt_of, check_event_type, decode_fields
+from codex_bot.redis.constants import ATTEMPT_FIELD, ORIGIN_FIELD
 from codex_bot.redis.context import EventContext, _current
 from codex_bot.redis.dispatcher import DispatchReport
 from codex_bot.redis.exceptions import CodexBotError, MalformedEventError
 from codex_bot.redis.group import GroupKeeper
-from codex_bot.redis.letters import DELETED, handler_letter, letter, reason_of
+from codex_bot.redis.letters import DELETED, Letter, handler_letter, letter, reason_of
 from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.types import (
     Admission,
@@ -39,6 +39,9 @@ logger = logging.getLogger("codex_bot.redis.processor")  # one logger for the co
 
 _FIRST_DELIVERY: Mapping[str, int] = {}
 """Delivery counts of entries read for the first time: none known, each counts as 1."""
+MAX_LETTER_ATTEMPTS = 3
+"""Times a dead letter may fail to be written before its entry is parked."""
+_MAX_REMEMBERED = 10_000
 
 
 async def _no_callback(payload: dict[str, Any]) -> None:
@@ -59,6 +62,7 @@ class EntryRunner:
         group: Told which entries failed (kept pending) and which were settled.
         max_concurrency: Callbacks running at once, and entries in flight before reading pauses.
         max_deliveries: An entry delivered more often is dead-lettered instead.
+        limits: Bounds an entry must stay within to be handled.
         ordering_key: ``payload -> key``; entries with the same key run one after another.
         capacity: Set whenever an entry finishes (the ACK buffer sets it as ACKs are sent):
             reading may resume.
@@ -76,6 +80,7 @@ class EntryRunner:
         group: GroupKeeper,
         max_concurrency: int,
         max_deliveries: int,
+        limits: EntryLimits,
         ordering_key: OrderingKeyFunc | None,
         capacity: asyncio.Event,
     ) -> None:
@@ -88,21 +93,25 @@ class EntryRunner:
         self.group = group
         self.max_concurrency = max_concurrency
         self.max_deliveries = max_deliveries
+        self.limits = limits
         self.ordering_key = ordering_key
         self.capacity = capacity
         self._callback: MessageCallback = _no_callback
         self._pass_stream_name = False
         self._workers: KeyedWorkers[InFlight] = KeyedWorkers(self._handle, max_concurrency)
         self._inflight_ids: set[str] = set()
+        self._letter_failures: dict[str, int] = {}
+        self.parked: dict[str, str] = {}
+        """Entries whose dead letter could not be written, with why; they stay pending."""
 
     @property
     def in_flight(self) -> int:
         """Entries admitted and not finished (running, or waiting for their key or a worker)."""
         return len(self._inflight_ids)
 
-    def is_in_flight(self, entry_id: str) -> bool:
-        """Whether this entry is admitted and not finished (a claim must not start it twice)."""
-        return entry_id in self._inflight_ids
+    def skips(self, entry_id: str) -> bool:
+        """Whether a claim must leave this entry alone: it is in flight, or parked."""
+        return entry_id in self._inflight_ids or entry_id in self.parked
 
     def set_callback(self, callback: MessageCallback) -> None:
         """Set the callback; one that takes ``stream_name`` gets the stream's name."""
@@ -141,48 +150,52 @@ class EntryRunner:
     async def submit_all(
         self, entries: Sequence[Entry], deliveries: Mapping[str, int] = _FIRST_DELIVERY
     ) -> None:
-        """Admit each entry and hand it to a worker, or dead-letter it; entries in id order."""
+        """Admit each entry and hand it to a worker, or dead-letter it; entries in id order.
+
+        An entry that cannot be admitted, for whatever reason, is dead-lettered alone: the
+        rest of the batch goes on.
+        """
         if not entries:
             return
         self.group.saw(entries)
         for entry_id, fields in entries:
             count = deliveries.get(entry_id, 1)
-            item, reason = self._admit(entry_id, fields, count)
+            try:
+                item, reason = self._admit(entry_id, fields, count)
+            except Exception as exc:  # noqa: BLE001 - one hostile entry must not stop the batch
+                item, reason = None, f"entry could not be admitted: {exc!r}"
             if item is None:
-                await self.dead_letter_quietly(entry_id, letter(fields, entry_id, reason, count))
+                letter_ = letter(fields, self.stream_name, entry_id, reason, count)
+                await self.dead_letter_quietly(entry_id, letter_)
             else:
-                self._schedule(item)
+                self._inflight_ids.add(entry_id)
+                self._workers.submit(item, item.key)
         self._workers.kick()
 
     def _admit(self, entry_id: str, fields: Mapping[Any, Any], deliveries: int) -> Admission:
-        """Decode an entry; or say why it can never be handled (it goes to dead letters)."""
+        """Decode and key an entry; or say why it can never be handled (it is dead-lettered)."""
         if not fields:
             return None, DELETED
         if deliveries > self.max_deliveries:
             return None, f"delivered {deliveries} times (max_deliveries={self.max_deliveries})"
         try:
-            payload = decode_fields(fields)
+            payload = decode_fields(fields, self.limits)
+            check_event_type(payload, self.limits)
+            key = self._key_of(payload)
         except MalformedEventError as exc:
             return None, str(exc)
-        event_type = payload.get(TYPE_FIELD)
-        if event_type and type(event_type) is str:
-            # tuple.__new__ skips the NamedTuple's Python-level __new__: one per event
-            return tuple.__new__(InFlight, (entry_id, fields, payload, deliveries)), ""
-        return None, "entry has no 'type' field (a non-empty string)"
+        return InFlight(entry_id, fields, payload, deliveries, key), ""
 
-    def _schedule(self, item: InFlight) -> None:
-        key = None
-        if self.ordering_key is not None:
-            try:
-                key = self.ordering_key(item.payload)
-                hash(key)  # a list or dict as chat_id cannot name a lane
-            except Exception:  # a broken key must not stop the loop
-                logger.exception(
-                    "no ordering key for entry %s; running it unordered", item.entry_id
-                )
-                key = None
-        self._inflight_ids.add(item.entry_id)
-        self._workers.submit(item, key)
+    def _key_of(self, payload: dict[str, Any]) -> Hashable | None:
+        if self.ordering_key is None:
+            return None
+        try:
+            key = self.ordering_key(payload)
+            hash(key)  # a list or dict as chat_id cannot name a lane
+        except Exception as exc:
+            msg = f"the ordering key failed: {exc!r}"
+            raise MalformedEventError(msg) from exc
+        return key  # type: ignore[no-any-return]
 
     async def _handle(self, item: InFlight) -> None:
         entry_id = item.entry_id
@@ -196,9 +209,10 @@ class EntryRunner:
                 result = await callback(item.payload)
             letters = _dead_letters(result)
             if letters:  # the dispatcher already logged why, at ERROR
+                stream = self.stream_name
                 await self._dead_letter(
                     entry_id,
-                    [handler_letter(item.fields, entry_id, dead) for dead in letters],
+                    [handler_letter(item.fields, stream, entry_id, dead) for dead in letters],
                     logging.INFO,
                 )
             else:
@@ -207,9 +221,8 @@ class EntryRunner:
         except asyncio.CancelledError:
             raise
         except MalformedEventError as exc:
-            await self.dead_letter_quietly(
-                entry_id, letter(item.fields, entry_id, str(exc), item.deliveries)
-            )
+            letter_ = letter(item.fields, self.stream_name, entry_id, str(exc), item.deliveries)
+            await self.dead_letter_quietly(entry_id, letter_)
         except Exception as exc:  # noqa: BLE001 - a failed entry stays pending, the loop goes on
             self.stats.failed += 1
             self.group.failed(entry_id)
@@ -220,8 +233,8 @@ class EntryRunner:
             self.finish(entry_id)
 
     def _event_context(self, item: InFlight) -> EventContext:
-        entry_id, _, payload, deliveries = item
-        if ATTEMPT_FIELD not in payload:
+        entry_id, _, payload, deliveries, _ = item
+        if ATTEMPT_FIELD not in payload and ORIGIN_FIELD not in payload:  # a first delivery
             return EventContext(self.stream_name, entry_id, deliveries, 1, entry_id)
         origin = str(payload.get(ORIGIN_FIELD) or entry_id)
         return EventContext(self.stream_name, entry_id, deliveries, attempt_of(payload), origin)
@@ -232,11 +245,17 @@ class EntryRunner:
         self.capacity.set()
 
     async def _dead_letter(
-        self, entry_id: str, letters: list[dict[str, str]], level: int = logging.ERROR
+        self, entry_id: str, letters: list[Letter], level: int = logging.ERROR
     ) -> None:
-        await self.storage.dead_letter(
-            self.stream_name, self.group_name, entry_id, self.dead_letter_stream, letters
-        )
+        try:
+            await self.storage.dead_letter(
+                self.stream_name, self.group_name, entry_id, self.dead_letter_stream, letters
+            )
+        except Exception as exc:
+            self._letter_failed(entry_id, letters, exc)
+            raise
+        if self._letter_failures:
+            self._letter_failures.pop(entry_id, None)
         self.stats.dead_lettered += 1
         self.group.settled(entry_id)
         logger.log(
@@ -248,13 +267,35 @@ class EntryRunner:
             reason_of(letters),
         )
 
-    async def dead_letter_quietly(self, entry_id: str, letter_: dict[str, str]) -> None:
+    async def dead_letter_quietly(self, entry_id: str, letter_: Letter) -> None:
         """Dead-letter one entry; if the letter cannot be written it stays pending."""
         try:
             await self._dead_letter(entry_id, [letter_])
         except Exception as exc:  # noqa: BLE001 - stays pending, the claim sweep brings it back
             self.stats.failed += 1
             logger.warning("entry %s of %s left pending: %r", entry_id, self.stream_name, exc)
+
+    def _letter_failed(self, entry_id: str, letters: list[Letter], exc: Exception) -> None:
+        """Count a dead letter that could not be written; park the entry after a few."""
+        failures = self._letter_failures.pop(entry_id, 0) + 1
+        if failures < MAX_LETTER_ATTEMPTS:
+            if len(self._letter_failures) >= _MAX_REMEMBERED:
+                self._letter_failures.pop(next(iter(self._letter_failures)))
+            self._letter_failures[entry_id] = failures
+            return
+        reason = reason_of(letters)
+        self.parked[entry_id] = f"{reason}; the dead letter failed: {exc!r}"
+        self.stats.parked += 1
+        logger.error(
+            "parked %s of %s: its dead letter (%s) could not be written to %s %s times (%r); "
+            "it stays pending and is not read again until release_parked() or a restart",
+            entry_id,
+            self.stream_name,
+            reason,
+            self.dead_letter_stream,
+            failures,
+            exc,
+        )
 
 
 def _dead_letters(result: object) -> Sequence[DeadLetterInfo]:

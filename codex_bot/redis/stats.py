@@ -15,6 +15,8 @@ class ProcessorStats:
             counted in ``dead_lettered`` only.
         errors: Failed attempts of the read and ACK loops (every retry during an outage).
         groups_recreated: Times the consumer group was found missing and created again.
+        parked: Entries whose dead letter could not be written after a few attempts; they
+            stay pending, and ``is_healthy`` is false until ``release_parked()``.
     """
 
     handled: int = 0
@@ -23,3 +25,4 @@ class ProcessorStats:
     acked: int = 0
     errors: int = 0
     groups_recreated: int = 0
+    parked: int = 0

@@ -20,6 +20,8 @@ _RAW: dict[str, Any] = {NEVER_DECODE: True}
 otherwise fail the whole reply, and stay pending forever as a poison pill."""
 
 _PENDING_PAGE = 100
+_LUA_MAX_FIELDS = 3500
+"""Fields of one letter the dead-letter script takes; Lua unpacks about 8,000 values at most."""
 
 _DEAD_LETTER_LUA = """
 local i = 3
@@ -249,7 +251,7 @@ class RedisStreamStorage:
         group_name: str,
         entry_id: str,
         dead_stream: str,
-        letters: Sequence[Mapping[str, str]],
+        letters: Sequence[Mapping[Any, Any]],
     ) -> None:
         """Append the letters to ``dead_stream``, then ACK the entry, in one Lua script.
 
@@ -257,15 +259,39 @@ class RedisStreamStorage:
         wrong-typed dead-letter key), and the entry would be lost. The script stops at the
         first failing XADD, so the entry stays pending and comes back.
 
+        Lua passes at most about 8,000 values to one command, so a letter with more than
+        3,500 fields is written by plain XADDs first and the XACK follows only when all of
+        them succeeded: never a loss, but a crash between the two writes the letter again
+        when the entry comes back.
+
         Raises:
             redis.exceptions.ResponseError: a letter could not be written; nothing was ACKed.
         """
-        args: list[str] = [group_name, entry_id]
+        if any(len(letter) > _LUA_MAX_FIELDS for letter in letters):
+            await self._dead_letter_in_steps(
+                stream_name, group_name, entry_id, dead_stream, letters
+            )
+            return
+        args: list[Any] = [group_name, entry_id]
         for letter in letters:
-            args.append(str(len(letter)))
+            args.append(len(letter))
             for field, value in letter.items():
                 args += (field, value)
         await self._dead_letter_script(keys=[stream_name, dead_stream], args=args)
+
+    async def _dead_letter_in_steps(
+        self,
+        stream_name: str,
+        group_name: str,
+        entry_id: str,
+        dead_stream: str,
+        letters: Sequence[Mapping[Any, Any]],
+    ) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for letter in letters:
+                pipe.xadd(dead_stream, dict(letter))
+            await pipe.execute()  # raises if any XADD failed: then nothing is ACKed
+        await self.redis.xack(stream_name, group_name, entry_id)
 
 
 def _entries(reply: Any) -> list[Any]:

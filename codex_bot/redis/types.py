@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
@@ -31,12 +31,14 @@ class InFlight(NamedTuple):
         fields: The fields as read (``bytes`` or ``str``), for a dead letter.
         payload: The decoded event the callback gets.
         deliveries: How often the group delivered it (1 on a first read).
+        key: Its ordering key: entries with the same key run one after another.
     """
 
     entry_id: str
     fields: Mapping[Any, Any]
     payload: Payload
     deliveries: int
+    key: Hashable | None
 
 
 Admission: TypeAlias = tuple[InFlight | None, str]
@@ -204,9 +206,12 @@ class ReliableStreamStorageProtocol(Protocol):
         group_name: str,
         entry_id: str,
         dead_stream: str,
-        letters: Sequence[Mapping[str, str]],
+        letters: Sequence[Mapping[Any, Any]],
     ) -> None:
         """Append ``letters`` to ``dead_stream``, then ACK ``entry_id``: all or nothing.
+
+        A letter's field names and values are ``bytes`` (the entry's own, as read) or ``str``
+        (the ``codex.dead.*`` fields); they are written as they are.
 
         ``RedisStreamStorage`` runs both in one Lua script, which stops at a failing XADD
         (MULTI/EXEC would still run the XACK and lose the entry).

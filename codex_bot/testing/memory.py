@@ -318,7 +318,7 @@ class InMemoryStreamStorage:
         group_name: str,
         entry_id: str,
         dead_stream: str,
-        letters: Sequence[Mapping[str, str]],
+        letters: Sequence[Mapping[Any, Any]],
     ) -> None:
         """Append ``letters`` to ``dead_stream`` and acknowledge ``entry_id`` (no await between)."""
         for letter in letters:
