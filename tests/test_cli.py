@@ -207,7 +207,7 @@ async def test_a_letter_that_is_not_utf8_is_replayed_byte_for_byte(
     redis_server: RedisServer, make_client: Callable[..., Redis], stream: str
 ) -> None:
     raw = make_client(redis_server.url)
-    await raw.xadd(stream, {"type": "seed"})
+    await raw.xadd(stream, {"type": "earlier"})
     original = {b"type": b"photo.ready", b"caption": b"caf\xe9 \xff\x00", b"\xfekey": b"\x80"}
     dead_id = await raw.xadd(
         stream + ":dead",
