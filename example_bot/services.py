@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
 
+from codex_bot.ops import GroupNotFoundError, StreamNotFoundError, StreamOps
 from codex_bot.redis import RedisStreamProcessor
 
 
@@ -20,7 +20,7 @@ class EventsReport:
         handled: Events handled by this process since it started.
         in_flight: Events this process read and has not finished.
         pending: Entries the group read and has not acknowledged yet (XPENDING).
-        waiting: Entries nobody read yet (XINFO GROUPS lag, Redis 7+; None when unknown).
+        waiting: Entries nobody read yet (the group's lag; None when unknown).
         dead_letters: Entries in the dead-letter stream.
     """
 
@@ -34,7 +34,7 @@ class EventsReport:
 
 
 class EventsMonitor:
-    """Reports the processor's state and what Redis holds for its stream.
+    """Reports the processor's state and what Redis holds for its stream (via ``StreamOps``).
 
     Args:
         redis: A client of the Redis the processor consumes.
@@ -44,31 +44,28 @@ class EventsMonitor:
     def __init__(self, redis: Redis, processor: RedisStreamProcessor) -> None:
         self.redis = redis
         self.processor = processor
+        self.ops = StreamOps(
+            redis,
+            processor.stream_name,
+            group=processor.group_name,
+            dead_letter_stream=processor.dead_letter_stream,
+        )
 
     async def report(self) -> EventsReport:
         """Ask Redis for the group's pending and waiting entries and the dead-letter count."""
         processor = self.processor
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xinfo_groups(processor.stream_name)
-            pipe.xlen(processor.dead_letter_stream)
-            groups, dead = await pipe.execute(raise_on_error=False)
-        group = _find_group(groups, processor.group_name)
+        try:
+            [group] = await self.ops.groups()
+        except (StreamNotFoundError, GroupNotFoundError):  # nothing consumed yet
+            pending, waiting = 0, None
+        else:
+            pending, waiting = group.pending, group.lag
         return EventsReport(
             running=processor.is_running,
             healthy=processor.is_healthy,
             handled=processor.stats.handled,
             in_flight=processor.in_flight,
-            pending=int(group.get("pending", 0)),
-            waiting=None if group.get("lag") is None else int(group["lag"]),
-            dead_letters=dead if isinstance(dead, int) else 0,
+            pending=pending,
+            waiting=waiting,
+            dead_letters=await self.ops.dead.count(),
         )
-
-
-def _find_group(groups: Any, name: str) -> dict[str, Any]:
-    if not isinstance(groups, list):  # no stream yet: XINFO GROUPS answers an error
-        return {}
-    for group in groups:
-        group_name = group.get("name")
-        if group_name in (name, name.encode()):
-            return dict(group)
-    return {}

@@ -34,6 +34,7 @@ from arq.connections import ArqRedis, RedisSettings
 from arq.worker import create_worker
 from redis.asyncio import Redis
 
+from codex_bot.ops import StreamOps
 from codex_bot.redis import (
     ArqRetryScheduler,
     BotRedisDispatcher,
@@ -629,23 +630,6 @@ async def test_the_readme_worker_settings_run_a_retry(
     assert calls.attempts == [1, 2]
 
 
-async def replay_dead_letters(redis: Redis, stream: str) -> int:
-    """The README's replay: every dead letter back on its stream, for the failed handler."""
-    dead = stream + ":dead"
-    replayed = 0
-    for entry_id, fields in await redis.xrange(dead):
-        # the user's fields only: codex.attempt and codex.origin_id start afresh
-        event = {k: v for k, v in fields.items() if not k.startswith("codex.")}
-        if "codex.dead.handler" in fields:  # run only the handler that failed
-            event["codex.handlers"] = "json:" + json.dumps([fields["codex.dead.handler"]])
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(stream, event)
-            pipe.xdel(dead, entry_id)
-            await pipe.execute()
-        replayed += 1
-    return replayed
-
-
 async def test_a_replayed_dead_letter_runs_the_failed_handler_again(
     redis_server: RedisServer, redis: Redis, stream: str
 ) -> None:
@@ -671,7 +655,8 @@ async def test_a_replayed_dead_letter_runs_the_failed_handler_again(
             await StreamProducer(redis, stream).add_event("x", {"chat_id": 7, "text": "hi"})
             await wait_for(lambda: _dead(redis, stream), message="dead letter")
             unblocked.set()  # the user unblocked the bot; the operator replays
-            assert await replay_dead_letters(redis, stream) == 1
+            result = await StreamOps(redis, stream).replay()
+            assert len(result.replayed) == 1
             await wait_for(lambda: len(blocked) == 2, message="the replay")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
 

@@ -27,10 +27,13 @@ DEAD_ATTEMPTS_FIELD: Final = META_PREFIX + "dead.attempts"
 DEAD_SOURCE_ID_FIELD: Final = META_PREFIX + "dead.source_id"
 DEAD_AT_FIELD: Final = META_PREFIX + "dead.at"
 DEAD_STREAM_FIELD: Final = META_PREFIX + "dead.stream"
-"""The stream a dead letter came from (where a replay puts it back)."""
+"""The stream a dead letter came from; absent in older letters (then: the dead stream's name
+minus ``:dead``)."""
+
 REPLAYED_FROM_FIELD: Final = META_PREFIX + "replayed_from"
-"""On an entry replayed from the dead-letter stream: the dead letter's id."""
+"""On an entry put back from the dead-letter stream: the id of the dead letter it came from."""
 DEAD_FIELDS_PREFIX: Final = META_PREFIX + "dead."
+"""Every field the dead-letter stream adds starts with this."""
 
 DEAD_LETTER_SUFFIX: Final = ":dead"
 """Appended to a stream's name to name its dead-letter stream (``bot_events:dead``)."""

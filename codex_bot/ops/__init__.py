@@ -1,0 +1,60 @@
+"""Operations on a bot's streams: what is stuck, dead letters, replays, idle consumers.
+
+The ``codex-bot`` command is a thin layer over this package; use it directly for an admin
+command of your own::
+
+    from codex_bot.ops import DeadLetterFilter, StreamOps
+
+    ops = StreamOps(redis, "bot_events")
+    stats = await ops.stats()
+    result = await ops.replay(DeadLetterFilter(event_type="order.paid"))
+"""
+
+from codex_bot.ops.admin import DEFAULT_ARQ_QUEUE, StreamOps
+from codex_bot.ops.dead import DeadLetters
+from codex_bot.ops.errors import (
+    GroupNotChosenError,
+    GroupNotFoundError,
+    OpsError,
+    StreamNotFoundError,
+)
+from codex_bot.ops.letters import DeadLetterFilter, replayed_fields, text_fields
+from codex_bot.ops.models import (
+    ConsumerInfo,
+    DeadLetterEntry,
+    DeadLetterStats,
+    GroupStats,
+    PendingEntry,
+    PruneResult,
+    ReasonCount,
+    ReplayedLetter,
+    ReplayResult,
+    RetryQueueStats,
+    StreamInfo,
+    StreamStats,
+)
+
+__all__ = [
+    "DEFAULT_ARQ_QUEUE",
+    "ConsumerInfo",
+    "DeadLetterEntry",
+    "DeadLetterFilter",
+    "DeadLetterStats",
+    "DeadLetters",
+    "GroupNotChosenError",
+    "GroupNotFoundError",
+    "GroupStats",
+    "OpsError",
+    "PendingEntry",
+    "PruneResult",
+    "ReasonCount",
+    "ReplayResult",
+    "ReplayedLetter",
+    "RetryQueueStats",
+    "StreamInfo",
+    "StreamNotFoundError",
+    "StreamOps",
+    "StreamStats",
+    "replayed_fields",
+    "text_fields",
+]

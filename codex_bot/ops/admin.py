@@ -1,0 +1,214 @@
+"""``StreamOps``: look at a stream, its groups and dead letters; replay, purge, prune."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from codex_bot.ops.dead import DeadLetters, ReplayCallback
+from codex_bot.ops.errors import GroupNotChosenError, GroupNotFoundError
+from codex_bot.ops.letters import DeadLetterFilter
+from codex_bot.ops.models import (
+    DeadLetterEntry,
+    GroupStats,
+    PendingEntry,
+    PruneResult,
+    ReplayResult,
+    StreamInfo,
+    StreamStats,
+)
+from codex_bot.ops.replies import as_map, command, server_time_ms, show
+from codex_bot.ops.scripts import Scripts
+from codex_bot.ops.stats import (
+    dead_letter_stats,
+    group_stats,
+    pending_entries,
+    retry_queue_stats,
+    stream_info,
+    xinfo_groups,
+)
+from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
+
+DEFAULT_ARQ_QUEUE = "arq:queue"
+"""arq's default queue, where ``ArqRetryScheduler`` enqueues unless told otherwise."""
+REASON_SAMPLE = 10_000
+"""``stats`` counts dead-letter reasons over at most this many letters, newest first."""
+
+
+class StreamOps:
+    """Operations on one stream of the bot: what ``codex-bot`` does, from Python.
+
+    Works with any ``redis.asyncio.Redis`` client (``decode_responses`` on or off, RESP2
+    or RESP3): entries are read undecoded, so fields that are not UTF-8 are copied byte
+    for byte.
+
+    Args:
+        redis: A client of the Redis that holds the stream.
+        stream: The stream, e.g. ``bot_events``.
+        group: The consumer group; None means the stream's only group.
+        dead_letter_stream: Its dead-letter stream; ``<stream>:dead`` when None.
+
+    Example:
+        ```python
+        ops = StreamOps(redis, "bot_events")
+        stats = await ops.stats()
+        result = await ops.replay(DeadLetterFilter(reason="Forbidden"))
+        ```
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream: str,
+        *,
+        group: str | None = None,
+        dead_letter_stream: str | None = None,
+    ) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.dead_letter_stream = dead_letter_stream or stream + DEAD_LETTER_SUFFIX
+        self._scripts = Scripts(redis)
+        self.dead = DeadLetters(redis, self.dead_letter_stream, stream, self._scripts)
+
+    # -- looking -------------------------------------------------------------------------
+
+    async def group_names(self) -> tuple[str, ...]:
+        """The stream's consumer groups.
+
+        Raises:
+            StreamNotFoundError: the stream does not exist.
+        """
+        await stream_info(self.redis, self.stream)
+        return tuple(show(group["name"]) for group in await xinfo_groups(self.redis, self.stream))
+
+    async def resolve_group(self) -> str:
+        """The group operations apply to: the one given, else the stream's only one.
+
+        Raises:
+            StreamNotFoundError: the stream does not exist.
+            GroupNotFoundError: the given group does not exist.
+            GroupNotChosenError: none was given and the stream has none, or several.
+        """
+        names = await self.group_names()
+        if self.group is not None:
+            if self.group not in names:
+                raise GroupNotFoundError(self.stream, self.group, names)
+            return self.group
+        if len(names) != 1:
+            raise GroupNotChosenError(self.stream, names)
+        return names[0]
+
+    async def groups(self) -> tuple[GroupStats, ...]:
+        """Lag, pending entries and consumers of the group given, or of every group.
+
+        Raises:
+            StreamNotFoundError: the stream does not exist.
+            GroupNotFoundError: the given group does not exist.
+        """
+        return await self._groups(await stream_info(self.redis, self.stream))
+
+    async def _groups(self, info: StreamInfo) -> tuple[GroupStats, ...]:
+        rows = await xinfo_groups(self.redis, self.stream)
+        if self.group is not None:
+            rows = [row for row in rows if show(row["name"]) == self.group]
+            if not rows:
+                raise GroupNotFoundError(self.stream, self.group, await self.group_names())
+        now = await server_time_ms(self.redis)
+        return tuple(
+            [await group_stats(self.redis, self.stream, row, now, info.last_id) for row in rows]
+        )
+
+    async def stats(
+        self,
+        *,
+        arq_redis: Redis | None = None,
+        arq_queue: str | None = DEFAULT_ARQ_QUEUE,
+        reason_sample: int = REASON_SAMPLE,
+    ) -> StreamStats:
+        """The stream, its groups, its dead letters and its retries waiting in arq.
+
+        Args:
+            arq_redis: The Redis arq uses, when not the streams' one.
+            arq_queue: arq's queue; None to skip the retries.
+            reason_sample: Count dead-letter reasons over this many letters, newest first.
+
+        Raises:
+            StreamNotFoundError: the stream does not exist.
+            GroupNotFoundError: the given group does not exist.
+        """
+        info = await stream_info(self.redis, self.stream)
+        groups = await self._groups(info)
+        dead = await dead_letter_stats(self.redis, self.dead_letter_stream, sample=reason_sample)
+        retries = None
+        if arq_queue is not None:
+            retries = await retry_queue_stats(arq_redis or self.redis, arq_queue, self.stream)
+        now = await server_time_ms(self.redis)
+        return StreamStats(info, groups, dead, retries, now)
+
+    async def pending(
+        self, *, count: int = 100, consumer: str | None = None
+    ) -> tuple[PendingEntry, ...]:
+        """The group's pending entries, oldest first.
+
+        Args:
+            count: At most this many.
+            consumer: Only this consumer's.
+
+        Raises:
+            StreamNotFoundError, GroupNotFoundError, GroupNotChosenError: see ``resolve_group``.
+        """
+        group = await self.resolve_group()
+        return await pending_entries(self.redis, self.stream, group, count, consumer)
+
+    async def prune_consumers(self, min_idle_ms: int) -> PruneResult:
+        """Delete the group's consumers idle at least ``min_idle_ms`` that hold no entry.
+
+        Each is checked and deleted in one script, so a consumer that got entries or woke
+        up since it was listed is kept.
+
+        Raises:
+            StreamNotFoundError, GroupNotFoundError, GroupNotChosenError: see ``resolve_group``.
+        """
+        group = await self.resolve_group()
+        removed: list[str] = []
+        kept: list[str] = []
+        rows = await command(self.redis, "XINFO", "CONSUMERS", self.stream, group)
+        for row in rows:
+            info = as_map(row)
+            if int(info["idle"]) < min_idle_ms:
+                continue
+            name = show(info["name"])
+            deleted = await self._scripts.delete_idle_consumer(
+                self.stream, group, info["name"], min_idle_ms
+            )
+            (removed if deleted else kept).append(name)
+        return PruneResult(tuple(removed), tuple(kept))
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    async def dead_letters(
+        self, where: DeadLetterFilter | None = None, *, limit: int | None = None
+    ) -> tuple[DeadLetterEntry, ...]:
+        """The matching dead letters, oldest first (see ``DeadLetters.iterate`` to stream)."""
+        return tuple([letter async for letter in self.dead.iterate(where, limit)])
+
+    async def dead_letter(self, letter_id: str) -> DeadLetterEntry | None:
+        """One dead letter by id; None when there is none."""
+        return await self.dead.get(letter_id)
+
+    async def replay(
+        self,
+        where: DeadLetterFilter | None = None,
+        *,
+        limit: int | None = None,
+        rate: float | None = None,
+        on_replayed: ReplayCallback | None = None,
+    ) -> ReplayResult:
+        """Put the matching dead letters back on their streams; see ``DeadLetters.replay``."""
+        return await self.dead.replay(where, limit=limit, rate=rate, on_replayed=on_replayed)
+
+    async def purge(
+        self, where: DeadLetterFilter | None = None, *, limit: int | None = None
+    ) -> int:
+        """Delete the matching dead letters; returns how many were deleted."""
+        return await self.dead.purge(where, limit=limit)

@@ -1,0 +1,44 @@
+"""Errors of the operations API: what an operator asked for does not exist or is ambiguous."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from codex_bot.redis.exceptions import CodexBotError
+
+
+class OpsError(CodexBotError):
+    """An operation on a stream could not be done as asked; the message says why."""
+
+
+class StreamNotFoundError(OpsError):
+    """The stream does not exist (nothing was ever added to it, or it was deleted)."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        super().__init__(f"stream {stream!r} does not exist")
+
+
+class GroupNotFoundError(OpsError):
+    """The stream has no consumer group of that name."""
+
+    def __init__(self, stream: str, group: str, known: Sequence[str]) -> None:
+        self.stream = stream
+        self.group = group
+        self.known = tuple(known)
+        names = ", ".join(known) if known else "none"
+        super().__init__(f"stream {stream!r} has no consumer group {group!r} (groups: {names})")
+
+
+class GroupNotChosenError(OpsError):
+    """The stream has no consumer group, or several, and none was named."""
+
+    def __init__(self, stream: str, known: Sequence[str]) -> None:
+        self.stream = stream
+        self.known = tuple(known)
+        if known:
+            names = ", ".join(known)
+            msg = f"stream {stream!r} has several consumer groups ({names}): name one with group"
+        else:
+            msg = f"stream {stream!r} has no consumer group"
+        super().__init__(msg)

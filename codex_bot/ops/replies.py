@@ -1,0 +1,84 @@
+"""Raw Redis replies: read undecoded, whatever the client's ``decode_responses``.
+
+Entries may hold bytes that are not UTF-8; a client with ``decode_responses=True`` would
+fail the whole reply on them. Every read of the operations API therefore asks redis-py not
+to decode, and turns names and ids into ``str`` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
+from redis.exceptions import ResponseError
+
+from codex_bot.ops.errors import OpsError, StreamNotFoundError
+
+RAW: dict[str, Any] = {NEVER_DECODE: True}
+"""Options of ``execute_command`` (also on a pipeline) that leave the reply undecoded."""
+
+
+async def command(redis: Redis, *args: Any, **options: Any) -> Any:
+    """Run a command and return its reply undecoded (bytes, not str)."""
+    return await redis.execute_command(*args, **RAW, **options)  # type: ignore[no-untyped-call]
+
+
+def show(value: bytes | str) -> str:
+    """A value as text: UTF-8, with bytes that are not shown as ``\\xff`` escapes."""
+    if isinstance(value, str):
+        return value
+    return value.decode("utf-8", "backslashreplace")
+
+
+def as_map(reply: Any) -> dict[str, Any]:
+    """An XINFO reply (a flat RESP2 list or a RESP3 map) as a dict with ``str`` keys."""
+    if isinstance(reply, Mapping):
+        items: Iterable[tuple[Any, Any]] = reply.items()
+    else:
+        items = zip(reply[::2], reply[1::2], strict=True)
+    return {show(key): value for key, value in items}
+
+
+def entries(reply: Any) -> list[tuple[str, dict[bytes, bytes]]]:
+    """An XRANGE reply (redis-py gives ``[(id, {field: value})]``) with ``str`` ids."""
+    return [(show(entry_id), dict(fields or {})) for entry_id, fields in reply or ()]
+
+
+def id_ms(entry_id: str) -> int:
+    """The millisecond part of an entry id ``<ms>-<seq>``."""
+    return int(entry_id.partition("-")[0])
+
+
+def next_id(entry_id: str) -> str:
+    """The smallest id after ``entry_id``: an inclusive XRANGE start that skips it."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq or 0) + 1}"
+
+
+async def server_time_ms(redis: Redis) -> int:
+    """Redis's clock, in ms since the epoch: ages are measured on the server's clock."""
+    seconds, micros = await command(redis, "TIME")
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+async def xinfo_stream(redis: Redis, stream: str) -> dict[str, Any]:
+    """XINFO STREAM as a dict.
+
+    Raises:
+        StreamNotFoundError: no such key.
+        OpsError: the key holds something else than a stream.
+    """
+    try:
+        return as_map(await command(redis, "XINFO", "STREAM", stream))
+    except ResponseError as exc:
+        raise _stream_error(stream, exc) from exc
+
+
+def _stream_error(stream: str, exc: ResponseError) -> OpsError:
+    if "no such key" in str(exc).lower():
+        return StreamNotFoundError(stream)
+    if str(exc).startswith("WRONGTYPE"):
+        return OpsError(f"key {stream!r} is not a stream")
+    return OpsError(f"cannot read stream {stream!r}: {exc}")

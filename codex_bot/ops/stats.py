@@ -1,0 +1,187 @@
+"""Reading a stream's state: its size, its groups and consumers, pending entries, retries."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from codex_bot.ops.errors import GroupNotFoundError, OpsError
+from codex_bot.ops.models import (
+    ConsumerInfo,
+    DeadLetterStats,
+    GroupStats,
+    PendingEntry,
+    ReasonCount,
+    RetryQueueStats,
+    StreamInfo,
+)
+from codex_bot.ops.replies import (
+    RAW,
+    as_map,
+    command,
+    entries,
+    id_ms,
+    next_id,
+    show,
+    xinfo_stream,
+)
+from codex_bot.redis.constants import DEAD_REASON_FIELD, TYPE_FIELD
+
+LAG_COUNT_LIMIT = 10_000
+"""On Redis 6.2 (no ``lag`` in XINFO GROUPS) the undelivered entries are counted up to this."""
+_PAGE = 1000
+_GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+
+
+async def stream_info(redis: Redis, stream: str) -> StreamInfo:
+    """Length and end ids of ``stream``.
+
+    Raises:
+        StreamNotFoundError: the stream does not exist.
+    """
+    info = await xinfo_stream(redis, stream)
+    return StreamInfo(
+        name=stream,
+        length=int(info["length"]),
+        first_id=_entry_id(info.get("first-entry")),
+        last_id=_entry_id(info.get("last-entry")),
+    )
+
+
+def _entry_id(entry: Any) -> str | None:
+    return show(entry[0]) if entry else None
+
+
+async def xinfo_groups(redis: Redis, stream: str) -> list[dict[str, Any]]:
+    """XINFO GROUPS of an existing stream, each group as a dict with ``str`` keys."""
+    return [as_map(group) for group in await command(redis, "XINFO", "GROUPS", stream)]
+
+
+async def group_stats(
+    redis: Redis, stream: str, group: dict[str, Any], now_ms: int, last_id: str | None
+) -> GroupStats:
+    """Lag, pending entries and consumers of one group (a row of ``xinfo_groups``)."""
+    name = show(group["name"])
+    last_delivered = show(group.get("last-delivered-id") or b"0-0")
+    try:
+        summary = await command(redis, "XPENDING", stream, name)
+        consumers = await command(redis, "XINFO", "CONSUMERS", stream, name)
+    except ResponseError as exc:  # the group vanished between the two reads
+        raise GroupNotFoundError(stream, name, ()) from exc
+    oldest = show(summary["min"]) if summary.get("min") else None
+    lag = group.get("lag")
+    if lag is None:
+        lag = await _count_after(redis, stream, last_delivered, last_id)
+    return GroupStats(
+        name=name,
+        last_delivered_id=last_delivered,
+        lag=None if lag is None else int(lag),
+        pending=int(summary.get("pending") or 0),
+        oldest_pending_id=oldest,
+        oldest_pending_age_ms=None if oldest is None else max(now_ms - id_ms(oldest), 0),
+        consumers=tuple(_consumer(as_map(row)) for row in consumers),
+    )
+
+
+def _consumer(row: dict[str, Any]) -> ConsumerInfo:
+    return ConsumerInfo(show(row["name"]), int(row["pending"]), int(row["idle"]))
+
+
+async def _count_after(redis: Redis, stream: str, after: str, last_id: str | None) -> int | None:
+    """Entries with an id above ``after``, up to ``LAG_COUNT_LIMIT`` (None beyond)."""
+    if last_id is None or _key(last_id) <= _key(after):
+        return 0
+    counted, start = 0, next_id(after)
+    while counted <= LAG_COUNT_LIMIT:
+        page = entries(await command(redis, "XRANGE", stream, start, "+", "COUNT", _PAGE))
+        counted += len(page)
+        if len(page) < _PAGE:
+            return counted if counted <= LAG_COUNT_LIMIT else None
+        start = next_id(page[-1][0])
+    return None
+
+
+def _key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def pending_entries(
+    redis: Redis, stream: str, group: str, count: int, consumer: str | None = None
+) -> tuple[PendingEntry, ...]:
+    """Up to ``count`` pending entries of the group, oldest first, with their event type."""
+    args: list[Any] = ["XPENDING", stream, group, "-", "+", count]
+    if consumer is not None:
+        args.append(consumer)
+    rows = await command(redis, *args, parse_detail=True)
+    async with redis.pipeline(transaction=False) as pipe:
+        for row in rows:
+            entry_id = show(row["message_id"])
+            pipe.execute_command("XRANGE", stream, entry_id, entry_id, "COUNT", 1, **RAW)
+        found = await pipe.execute()
+    return tuple(
+        PendingEntry(
+            id=show(row["message_id"]),
+            consumer=show(row["consumer"]),
+            idle_ms=int(row["time_since_delivered"]),
+            deliveries=int(row["times_delivered"]),
+            event_type=_type_of(reply),
+        )
+        for row, reply in zip(rows, found, strict=True)
+    )
+
+
+def _type_of(reply: Any) -> str | None:
+    for _, fields in entries(reply):
+        value = fields.get(TYPE_FIELD.encode())
+        return None if value is None else show(value)
+    return None
+
+
+async def dead_letter_stats(
+    redis: Redis, dead_stream: str, *, sample: int, top: int = 5
+) -> DeadLetterStats:
+    """Count the letters and their most common reasons over the newest ``sample`` letters."""
+    kind = show(await command(redis, "TYPE", dead_stream))
+    if kind == "none":
+        return DeadLetterStats(dead_stream, 0, (), 0)
+    if kind != "stream":
+        msg = f"key {dead_stream!r} is not a stream (it holds a {kind})"
+        raise OpsError(msg)
+    count = int(await command(redis, "XLEN", dead_stream))
+    reasons: Counter[str] = Counter()
+    sampled, end = 0, "+"
+    reason_field = DEAD_REASON_FIELD.encode()
+    while sampled < sample:
+        size = min(_PAGE, sample - sampled)
+        page = entries(await command(redis, "XREVRANGE", dead_stream, end, "-", "COUNT", size))
+        reasons.update(show(fields.get(reason_field, b"")) for _, fields in page)
+        sampled += len(page)
+        if len(page) < size:
+            break
+        end = "(" + page[-1][0]
+    ranked = tuple(ReasonCount(reason, n) for reason, n in reasons.most_common(top))
+    return DeadLetterStats(dead_stream, count, ranked, sampled)
+
+
+async def retry_queue_stats(
+    arq_redis: Redis, queue: str, stream: str, job_prefix: str = "codex:retry"
+) -> RetryQueueStats:
+    """Retry jobs of ``stream`` in arq's queue: ids ``<job_prefix>:<stream>:...``."""
+    kind = show(await command(arq_redis, "TYPE", queue))
+    if kind not in ("zset", "none"):
+        msg = f"arq queue {queue!r} is not a sorted set (it holds a {kind})"
+        raise OpsError(msg)
+    pattern = f"{job_prefix}:{stream}:".translate(_GLOB_SPECIAL) + "*"
+    waiting, next_due, cursor = 0, None, 0
+    while True:
+        cursor, page = await command(arq_redis, "ZSCAN", queue, cursor, "MATCH", pattern)
+        for _, score in page:
+            waiting += 1
+            due = int(score)
+            next_due = due if next_due is None else min(next_due, due)
+        if int(cursor) == 0:
+            return RetryQueueStats(queue, waiting, next_due)
