@@ -2,12 +2,14 @@
 
 import asyncio
 import os
+import sys
 from typing import Any
 
 from aiogram import Bot, Dispatcher
 from dependency_injector import containers, providers
 from redis.asyncio import Redis
 
+from codex_bot.config import ConfigurationError, redis_url_from_env
 from codex_bot.lifecycle import setup_redis_events
 from codex_bot.redis import (
     BotRedisDispatcher,
@@ -39,11 +41,25 @@ def build(bot: Bot, redis: Redis) -> Dispatcher:
     return dp
 
 
-async def main() -> None:
-    bot = Bot(os.environ["BOT_TOKEN"])
-    async with Redis.from_url(os.environ["REDIS_URL"]) as redis:
+async def run(token: str, redis_url: str) -> None:
+    bot = Bot(token)
+    async with Redis.from_url(redis_url) as redis:
         await build(bot, redis).start_polling(bot)
 
 
+def main() -> int:
+    try:
+        redis_url = redis_url_from_env()  # unset or empty: None; malformed: one clear line
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    token = os.environ.get("BOT_TOKEN")
+    if not token or not redis_url:
+        print("set BOT_TOKEN and REDIS_URL (redis://host:6379/0)", file=sys.stderr)
+        return 2
+    asyncio.run(run(token, redis_url))
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

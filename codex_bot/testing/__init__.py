@@ -7,7 +7,14 @@ that only needs ``RedisServer`` or ``InMemoryStreamStorage`` does not pay for th
 from typing import TYPE_CHECKING, Any
 
 from codex_bot.testing.memory import InMemoryStreamStorage, PendingEntry
-from codex_bot.testing.redis_server import RedisServer, RedisServerError, find_redis_server
+from codex_bot.testing.redis_server import (
+    RedisBinary,
+    RedisServer,
+    RedisServerError,
+    find_redis_server,
+    redis_server_binaries,
+    redis_server_version,
+)
 
 if TYPE_CHECKING:
     from codex_bot.testing.bot_api import RejectedCall, SentMessage, TelegramBotAPIStandIn
@@ -27,10 +34,13 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "InMemoryStreamStorage",
     "PendingEntry",
+    "RedisBinary",
     "RedisServer",
     "RedisServerError",
     "RejectedCall",
     "SentMessage",
     "TelegramBotAPIStandIn",
     "find_redis_server",
+    "redis_server_binaries",
+    "redis_server_version",
 ]
