@@ -8,7 +8,6 @@ The whole trip through an arq worker and the processor is in ``test_retry_e2e.py
 from __future__ import annotations
 
 import functools
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -19,31 +18,30 @@ from arq import Retry, create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from codex_bot.redis import (
     ArqRetryScheduler,
     BotRedisDispatcher,
     EventContext,
     HandlerFailedError,
+    RedisStreamStorage,
     RetryDecision,
     RetrySchedulingError,
     classify_failure,
+    create_retry_pool,
+    json_job_deserializer,
+    json_job_serializer,
     redeliver_event,
 )
 from codex_bot.redis.codec import decode_fields
 from codex_bot.redis.constants import ATTEMPT_FIELD, HANDLERS_FIELD, ORIGIN_FIELD
 from codex_bot.redis.context import _current
 from codex_bot.redis.dispatcher import handler_name
+from codex_bot.redis.retry import PickleRefusedError
 from codex_bot.testing.redis_server import RedisServer
 
 STREAM = "bot_events"
-
-
-def _json_dumps(job: dict[str, Any]) -> bytes:
-    return json.dumps(job).encode()
-
-
-SERIALIZERS = {"pickle": (None, None), "json": (_json_dumps, json.loads)}
 
 
 class KeepingScheduler:
@@ -360,20 +358,40 @@ def test_handler_names_are_stable() -> None:
 # -- ArqRetryScheduler and redeliver_event on a real Redis ------------------------------
 
 
-@pytest.fixture(params=sorted(SERIALIZERS))
-async def arq_pool(
-    request: pytest.FixtureRequest, redis_server: RedisServer, redis: Redis
-) -> AsyncIterator[ArqRedis]:
-    """An arq pool with arq's default or JSON job serializers, on the flushed test server."""
-    dumps, loads = SERIALIZERS[request.param]
-    pool = await create_pool(
-        RedisSettings.from_dsn(redis_server.url),
-        job_serializer=dumps,
-        job_deserializer=loads,
-        default_queue_name=f"arq:test:{uuid.uuid4().hex[:8]}",
-    )
+@pytest.fixture
+async def arq_pool(redis_server: RedisServer, redis: Redis) -> AsyncIterator[ArqRedis]:
+    """The bot's arq pool (JSON jobs) on the flushed test server, on a queue of its own."""
+    pool = create_retry_pool(redis_server.url, queue_name=f"arq:test:{uuid.uuid4().hex[:8]}")
     yield pool
     await pool.aclose()
+
+
+async def test_a_pool_that_would_pickle_is_refused(redis_server: RedisServer) -> None:
+    pool = await create_pool(RedisSettings.from_dsn(redis_server.url))  # arq's default: pickle
+    try:
+        with pytest.raises(PickleRefusedError, match="create_retry_pool"):
+            ArqRetryScheduler(pool)
+    finally:
+        await pool.aclose()
+
+
+async def test_the_retry_pool_connects_on_first_use(fresh_server: RedisServer) -> None:
+    fresh_server.stop()
+    pool = create_retry_pool(fresh_server.url)  # no ping: the bot starts while Redis is down
+    try:
+        scheduler = ArqRetryScheduler(pool)
+        with pytest.raises(RedisConnectionError):
+            await scheduler.schedule_retry(STREAM, _retry_payload(2), delay=1)
+        fresh_server.start()
+        await scheduler.schedule_retry(STREAM, _retry_payload(2), delay=1)
+        assert await pool.zcard(pool.default_queue_name) == 1
+    finally:
+        await pool.aclose()
+
+
+def test_json_job_serializers_round_trip() -> None:
+    job = {"t": 1, "f": "redeliver_event", "a": ["s", {"type": "x"}], "k": {"recorded": True}}
+    assert json_job_deserializer(json_job_serializer(job)) == job
 
 
 def _retry_payload(attempt: int) -> dict[str, Any]:
@@ -469,6 +487,23 @@ async def test_redeliver_event_appends_the_fields(arq_pool: ArqRedis, redis: Red
     assert await redis.xrange("events:b") == [(entry_id, fields)]
 
 
+async def test_a_job_arq_runs_twice_delivers_once(arq_pool: ArqRedis, redis: Redis) -> None:
+    scheduler = ArqRetryScheduler(arq_pool)
+    retry = await scheduler.schedule_retry(STREAM, _retry_payload(2), delay=30)
+    await RedisStreamStorage(redis).record_retry(STREAM, retry)  # as the processor does
+    assert await redis.hexists(STREAM + ":retries", retry.job_id)
+    ctx = {"redis": arq_pool, "job_id": retry.job_id}
+    first = await redeliver_event(ctx, STREAM, retry.fields)
+    again = await redeliver_event(ctx, STREAM, retry.fields)
+    assert first
+    assert again == ""
+    assert [entry_id for entry_id, _ in await redis.xrange(STREAM)] == [first]
+    assert not await redis.exists(STREAM + ":retries", STREAM + ":retries:due")
+    # a job that already delivered is not written down again
+    await RedisStreamStorage(redis).record_retry(STREAM, retry)
+    assert not await redis.exists(STREAM + ":retries")
+
+
 async def test_redeliver_event_asks_arq_to_retry_while_redis_is_down(
     fresh_server: RedisServer,
 ) -> None:
@@ -491,7 +526,7 @@ async def test_redeliver_event_asks_arq_to_retry_when_redis_refuses_the_write(
 
 
 def test_retry_job_ids_leave_no_room_for_clashes() -> None:
-    scheduler = ArqRetryScheduler(pool=None)  # type: ignore[arg-type]
+    scheduler = ArqRetryScheduler(create_retry_pool("redis://127.0.0.1:1"))
     ids = {
         scheduler.job_id(stream, {ORIGIN_FIELD: origin, ATTEMPT_FIELD: attempt})
         for stream in ("a", "b")

@@ -15,7 +15,14 @@ from codex_bot.redis.exceptions import (
 from codex_bot.redis.policy import RetryDecision, RetryPolicy, classify_failure
 from codex_bot.redis.processor import RedisStreamProcessor, default_ordering_key
 from codex_bot.redis.producer import StreamProducer, SyncStreamProducer
-from codex_bot.redis.retry import ArqRetryScheduler, redeliver_event
+from codex_bot.redis.retry import (
+    ArqRetryScheduler,
+    PickleRefusedError,
+    create_retry_pool,
+    json_job_deserializer,
+    json_job_serializer,
+    redeliver_event,
+)
 from codex_bot.redis.router import RedisRouter
 from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.storage import RedisStreamStorage
@@ -45,6 +52,7 @@ __all__ = [
     "HandlingReport",
     "InFlight",
     "MalformedEventError",
+    "PickleRefusedError",
     "ProcessorStats",
     "RedisRouter",
     "RedisStreamProcessor",
@@ -58,7 +66,10 @@ __all__ = [
     "StreamStorageProtocol",
     "SyncStreamProducer",
     "classify_failure",
+    "create_retry_pool",
     "current_event",
     "default_ordering_key",
+    "json_job_deserializer",
+    "json_job_serializer",
     "redeliver_event",
 ]

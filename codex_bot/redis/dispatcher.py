@@ -26,6 +26,7 @@ from codex_bot.redis.exceptions import (
     MalformedEventError,
     RetrySchedulingError,
 )
+from codex_bot.redis.ledger import LedgerEntry
 from codex_bot.redis.policy import (
     FailureClassifier,
     RetryPolicy,
@@ -76,6 +77,8 @@ class DispatchReport(NamedTuple):
         dead_letters: Failures that will not be retried.
         unknown: No handler is registered for the type.
         retried_handlers: Names of the handlers the scheduled retry will run.
+        retry_job: The scheduled retry as the scheduler returned it (``ArqRetryScheduler``
+            returns it for the retry ledger); None otherwise.
     """
 
     event_type: str
@@ -86,6 +89,7 @@ class DispatchReport(NamedTuple):
     dead_letters: tuple[DeadLetter, ...] = ()
     unknown: bool = False
     retried_handlers: tuple[str, ...] = ()
+    retry_job: LedgerEntry | None = None
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -397,7 +401,7 @@ class BotRedisDispatcher:
             ORIGIN_FIELD: meta.get(ORIGIN_FIELD) or (event.entry_id if event else ""),
         }
         try:
-            await self._retry_scheduler.schedule_retry(
+            job = await self._retry_scheduler.schedule_retry(
                 stream_name=stream_name, payload=retry_payload, delay=delay
             )
         except Exception as exc:
@@ -412,7 +416,11 @@ class BotRedisDispatcher:
             ", ".join(names),
             delay,
         )
-        return report._replace(retry_delay=delay, retried_handlers=tuple(names))
+        return report._replace(
+            retry_delay=delay,
+            retried_handlers=tuple(names),
+            retry_job=job if isinstance(job, LedgerEntry) else None,
+        )
 
     def _unknown(self, event_type: str, attempt: int) -> DispatchReport:
         first = not self.unknown_types[event_type]

@@ -30,6 +30,7 @@ from codex_bot.redis.types import (
     MessageCallback,
     OrderingKeyFunc,
     ReliableStreamStorageProtocol,
+    RetryLedgerProtocol,
     StreamStorageProtocol,
 )
 
@@ -125,6 +126,7 @@ class RedisStreamProcessor:
             if isinstance(storage, ReliableStreamStorageProtocol)
             else BasicStorageAdapter(storage)
         )
+        self._ledger = storage if isinstance(storage, RetryLedgerProtocol) else None
         self._outage = Outage(stream_name, self.stats, logger)
         self._group = GroupKeeper(
             self._storage, stream_name, consumer_group_name, consumer_name, self.stats
@@ -153,6 +155,7 @@ class RedisStreamProcessor:
             limits=entry_limits,
             ordering_key=ordering_key,
             capacity=capacity,
+            ledger=self._ledger,
         )
         self._has_callback = False
         self._running = False
@@ -290,6 +293,7 @@ class RedisStreamProcessor:
                 if loop.time() >= self._next_sweep:
                     self._next_sweep = loop.time() + self.claim_interval
                     await self._drain_pages(self._stale_page, "claimed")
+                    await self._reap_retries()
                 entries = await self._read(self._next_sweep - loop.time())
                 self._outage.recovered()
                 backoff.reset()
@@ -336,6 +340,20 @@ class RedisStreamProcessor:
         else:
             self._read_count = self.batch_count
         return entries
+
+    async def _reap_retries(self) -> None:
+        """Dead-letter the retries of this stream that arq lost (a storage with a ledger)."""
+        if self._ledger is None:
+            return
+        lost = await self._ledger.reap_retries(self.stream_name, self.dead_letter_stream)
+        if lost:
+            self.stats.dead_lettered += lost
+            logger.error(
+                "moved %s retr(ies) of %s that arq lost to %s",
+                lost,
+                self.stream_name,
+                self.dead_letter_stream,
+            )
 
     async def _own_pending_page(self, cursor: str, count: int) -> ClaimPage:
         entries = await self._storage.read_own_pending(

@@ -21,6 +21,7 @@ from codex_bot.redis.context import EventContext, _current
 from codex_bot.redis.dispatcher import DispatchReport
 from codex_bot.redis.exceptions import CodexBotError, MalformedEventError
 from codex_bot.redis.group import GroupKeeper
+from codex_bot.redis.ledger import LedgerEntry
 from codex_bot.redis.letters import DELETED, Letter, handler_letter, letter, reason_of
 from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.types import (
@@ -32,6 +33,7 @@ from codex_bot.redis.types import (
     MessageCallback,
     OrderingKeyFunc,
     ReliableStreamStorageProtocol,
+    RetryLedgerProtocol,
 )
 from codex_bot.redis.workers import KeyedWorkers
 
@@ -66,6 +68,8 @@ class EntryRunner:
         ordering_key: ``payload -> key``; entries with the same key run one after another.
         capacity: Set whenever an entry finishes (the ACK buffer sets it as ACKs are sent):
             reading may resume.
+        ledger: Where a retry the scheduler returned is written down before the failed entry
+            is acknowledged; None when the storage keeps no retry ledger.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class EntryRunner:
         limits: EntryLimits,
         ordering_key: OrderingKeyFunc | None,
         capacity: asyncio.Event,
+        ledger: RetryLedgerProtocol | None = None,
     ) -> None:
         self.storage = storage
         self.stream_name = stream_name
@@ -96,6 +101,7 @@ class EntryRunner:
         self.limits = limits
         self.ordering_key = ordering_key
         self.capacity = capacity
+        self.ledger = ledger
         self._callback: MessageCallback = _no_callback
         self._pass_stream_name = False
         self._workers: KeyedWorkers[InFlight] = KeyedWorkers(self._handle, max_concurrency)
@@ -207,7 +213,9 @@ class EntryRunner:
                 result = await callback(item.payload, stream_name=self.stream_name)
             else:
                 result = await callback(item.payload)
-            letters = _dead_letters(result)
+            letters, retry = _outcome(result)
+            if retry is not None and self.ledger is not None:
+                await self.ledger.record_retry(self.stream_name, retry)
             if letters:  # the dispatcher already logged why, at ERROR
                 stream = self.stream_name
                 await self._dead_letter(
@@ -298,15 +306,15 @@ class EntryRunner:
         )
 
 
-def _dead_letters(result: object) -> Sequence[DeadLetterInfo]:
-    """The failures a callback's report asks to dead-letter; none for any other return value."""
+def _outcome(result: object) -> tuple[Sequence[DeadLetterInfo], LedgerEntry | None]:
+    """The failures a callback's report asks to dead-letter, and the retry it scheduled."""
     if result is None:
-        return ()
+        return (), None
     if type(result) is DispatchReport:  # the common case, without a protocol check's cost
-        return result.dead_letters
+        return result.dead_letters, result.retry_job
     if isinstance(result, HandlingReport):
-        return result.dead_letters
-    return ()
+        return result.dead_letters, None
+    return (), None
 
 
 def _accepts_stream_name(callback: MessageCallback) -> bool:

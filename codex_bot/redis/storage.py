@@ -10,6 +10,7 @@ from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
 from codex_bot.redis.codec import entry_id_key, text
+from codex_bot.redis.ledger import LedgerEntry, RetryLedger
 from codex_bot.redis.types import ClaimPage, Entry
 
 _BLOCK_MARGIN = 0.8
@@ -58,6 +59,7 @@ class RedisStreamStorage:
         timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
         self._max_block_ms = int(timeout * 1000 * _BLOCK_MARGIN) if timeout else None
         self._dead_letter_script = redis.register_script(_DEAD_LETTER_LUA)
+        self._ledger = RetryLedger(redis)
         # redis-py leaves execute_command untyped
         self._execute: Callable[..., Awaitable[Any]] = redis.execute_command
 
@@ -287,6 +289,20 @@ class RedisStreamStorage:
         if not entry_ids:
             return 0
         return int(await self.redis.xack(stream_name, group_name, *entry_ids))
+
+    async def record_retry(self, stream_name: str, entry: LedgerEntry) -> None:
+        """Write a retry handed to arq into ``stream_name``'s ledger (see ``ledger.py``)."""
+        await self._ledger.record(stream_name, entry)
+
+    async def reap_retries(self, stream_name: str, dead_stream: str) -> int:
+        """Dead-letter the overdue retries of ``stream_name`` that arq no longer holds.
+
+        See ``codex_bot.redis.ledger``; the processor's claim sweep calls this.
+
+        Returns:
+            How many retries were moved to ``dead_stream``.
+        """
+        return await self._ledger.reap(stream_name, dead_stream)
 
     async def dead_letter(
         self,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
+
+if TYPE_CHECKING:
+    from codex_bot.redis.ledger import LedgerEntry
 
 Payload: TypeAlias = dict[str, Any]
 HandlerFunc: TypeAlias = Callable[[Payload, Any], Awaitable[None]]
@@ -220,6 +223,23 @@ class ReliableStreamStorageProtocol(Protocol):
 
 
 @runtime_checkable
+class RetryLedgerProtocol(Protocol):
+    """A storage that keeps the retry ledger beside its streams (``RedisStreamStorage`` does).
+
+    See ``codex_bot.redis.ledger``: the processor writes each retry a scheduler returns
+    before it acknowledges the failed entry, and reaps the lost ones on each claim sweep.
+    """
+
+    async def record_retry(self, stream_name: str, entry: LedgerEntry) -> None:
+        """Write a retry handed to the scheduler into ``stream_name``'s ledger."""
+        ...
+
+    async def reap_retries(self, stream_name: str, dead_stream: str) -> int:
+        """Dead-letter the overdue retries of ``stream_name`` arq no longer holds; how many."""
+        ...
+
+
+@runtime_checkable
 class RetrySchedulerProtocol(Protocol):
     """Takes over a failed event and brings it back to its stream later (ARQ or similar).
 
@@ -230,12 +250,16 @@ class RetrySchedulerProtocol(Protocol):
 
     async def schedule_retry(
         self, stream_name: str, payload: dict[str, Any], delay: float = 60
-    ) -> None:
+    ) -> LedgerEntry | None:
         """Schedule the event to be put back on ``stream_name`` after ``delay`` seconds.
 
         Args:
             stream_name: The stream the event came from and goes back to.
             payload: The event, ``type`` and ``codex.`` retry metadata included.
             delay: Seconds to wait (an int is a float too).
+
+        Returns:
+            None, or (as ``ArqRetryScheduler`` does) the retry for the processor to write into
+            the retry ledger, so a retry the scheduler loses is dead-lettered.
         """
         ...

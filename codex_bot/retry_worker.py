@@ -1,0 +1,105 @@
+"""The retry worker, ready to run: ``arq codex_bot.retry_worker.WorkerSettings``.
+
+It serves the retries ``ArqRetryScheduler`` enqueues, with the same JSON job serializers as the
+bot's ``create_retry_pool`` (a worker that cannot read the bot's jobs is the classic way to
+lose every retry). It is configured from the environment:
+
+- ``REDIS_URL``: the Redis arq uses (default ``redis://localhost:6379/0``); unset or empty
+  means the default, a malformed one stops the worker with one line and exit status 2;
+- ``ARQ_QUEUE``: the queue (arq's default ``arq:queue``), the same as the bot's;
+- ``STREAMS_REDIS_URL``: the Redis the streams live in, when it is not ``REDIS_URL``'s;
+- ``RETRY_MAX_TRIES``: how often arq runs a job whose stream is unreachable (default 30,
+  about 25 minutes of outage; a retry arq then gives up on is dead-lettered by the bot).
+
+``WorkerSettings`` is built when arq asks for it, not at import, so importing this module
+never fails; ``worker_settings(environ)`` builds it for other environments.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.constants import default_queue_name
+from redis.asyncio import Redis
+
+from codex_bot.config import ConfigurationError, redis_url_from_env
+from codex_bot.redis.retry import (
+    REDIS_CTX_KEY,
+    json_job_deserializer,
+    json_job_serializer,
+    redeliver_event,
+)
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_MAX_TRIES = 30
+
+WORKER_OPTIONS: dict[str, Any] = {
+    "functions": [redeliver_event],
+    "job_serializer": json_job_serializer,
+    "job_deserializer": json_job_deserializer,
+    "max_jobs": 100,
+    "max_tries": DEFAULT_MAX_TRIES,
+}
+"""What every retry worker runs with; Redis, queue and ``max_tries`` come from the environment."""
+
+
+def worker_settings(environ: Mapping[str, str] | None = None) -> type:
+    """The arq settings class for the variables of ``environ`` (``os.environ`` when None).
+
+    arq reads a settings class's own attributes only (not inherited ones), so every setting
+    is set on the class itself.
+
+    Raises:
+        ConfigurationError: a URL is malformed or ``RETRY_MAX_TRIES`` is not a positive number.
+    """
+    env = os.environ if environ is None else environ
+    url = redis_url_from_env("REDIS_URL", DEFAULT_REDIS_URL, environ=env)
+    streams_url = redis_url_from_env("STREAMS_REDIS_URL", None, environ=env)
+    attributes: dict[str, Any] = {
+        **WORKER_OPTIONS,
+        "redis_settings": RedisSettings.from_dsn(url),
+        "queue_name": env.get("ARQ_QUEUE") or default_queue_name,
+        "max_tries": _max_tries(env.get("RETRY_MAX_TRIES")),
+    }
+    if streams_url is not None:
+        attributes["on_startup"] = _streams_client(streams_url)
+        attributes["on_shutdown"] = _close_streams_client
+    return type("WorkerSettings", (), attributes)
+
+
+def _max_tries(raw: str | None) -> int:
+    if not raw:
+        return DEFAULT_MAX_TRIES
+    if not raw.isdigit() or int(raw) < 1:
+        msg = f"RETRY_MAX_TRIES={raw!r} is not a positive whole number"
+        raise ConfigurationError(msg)
+    return int(raw)
+
+
+def _streams_client(url: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx[REDIS_CTX_KEY] = Redis.from_url(url)
+
+    return on_startup
+
+
+async def _close_streams_client(ctx: dict[str, Any]) -> None:
+    client = ctx.pop(REDIS_CTX_KEY, None)
+    if client is not None:
+        await client.aclose()
+
+
+def __getattr__(name: str) -> Any:
+    """``WorkerSettings``, for ``arq codex_bot.retry_worker.WorkerSettings``: built on request."""
+    if name != "WorkerSettings":
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    try:
+        return worker_settings()
+    except ConfigurationError as exc:
+        print(f"{__name__}: {exc}", file=sys.stderr)  # arq's CLI would print a traceback
+        raise SystemExit(2) from None
