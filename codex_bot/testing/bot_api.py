@@ -25,6 +25,9 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 
+from codex_bot.telegram.limits import TelegramLimits
+from codex_bot.testing.flood import TelegramFloodControl
+
 logger = logging.getLogger(__name__)
 
 ChatId = int | str
@@ -34,6 +37,7 @@ _Handler = Callable[[str, _Params], Awaitable[web.Response]]
 _TOKEN_RE = re.compile(r"\d+:.+")
 _TRUE_METHODS = ["deleteWebhook", "setWebhook", "answerCallbackQuery", "sendChatAction"]
 _TRUE_METHODS += ["setMyCommands", "deleteMessage", "close", "logOut"]
+_PHOTO_METHODS = frozenset({"sendPhoto", "sendMediaGroup"})
 _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 
@@ -67,21 +71,31 @@ class _Fault:
     description: str
     remaining: int | None  # None means "for ever"
     retry_after: int | None = None
+    migrate_to_chat_id: int | None = None
 
 
 class TelegramBotAPIStandIn:
     """Local stand-in for the Telegram Bot API, served over HTTP on 127.0.0.1.
 
     Answers the methods a notification bot uses, records what was sent, and can inject the
-    errors Telegram returns (429, 403, 400, 5xx) for chosen chats. Faults apply to
-    ``sendMessage`` and ``editMessageText``, one fault per chat (the latest call wins).
+    errors Telegram returns (429, 403, 400, 5xx, a group migrated to a supergroup) for chosen
+    chats. Faults apply to the message methods (``sendMessage``, ``sendPhoto``,
+    ``sendMediaGroup``, ``copyMessage``, ``forwardMessage``, ``editMessageText``), one fault
+    per chat (the latest call wins).
 
     Args:
-        latency: Seconds added to every ``sendMessage`` answer, to imitate Telegram.
+        latency: Seconds added to every answer of a ``send``/``copy``/``forward`` method, to
+            imitate Telegram.
+        limits: Enforce these flood limits per bot token, as Telegram does: a message that
+            does not fit is answered 429 with ``retry_after`` = whole seconds until it
+            would (see :attr:`flood_answers`). ``margin`` is ignored. ``None``: no limits.
     """
 
-    def __init__(self, *, latency: float = 0.0) -> None:
+    def __init__(self, *, latency: float = 0.0, limits: TelegramLimits | None = None) -> None:
         self._latency = latency
+        self._limits = limits
+        self._flood = TelegramFloodControl(limits) if limits else None
+        self._flood_answers = 0
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self._closing = False
@@ -100,6 +114,10 @@ class TelegramBotAPIStandIn:
             "getUpdates": self._get_updates,
             "getWebhookInfo": self._get_webhook_info,
             "sendMessage": self._send_message,
+            "sendPhoto": self._send_photo,
+            "sendMediaGroup": self._send_media_group,
+            "copyMessage": self._copy_message,
+            "forwardMessage": self._forward_message,
             "editMessageText": self._edit_message_text,
         }
         # Telegram method names are case-insensitive.
@@ -185,6 +203,11 @@ class TelegramBotAPIStandIn:
         """Number of requests per method name, rejected and unknown ones included (a copy)."""
         return dict(self._calls)
 
+    @property
+    def flood_answers(self) -> int:
+        """How many calls were answered 429 Too Many Requests (injected ones included)."""
+        return self._flood_answers
+
     def sent_to(self, chat_id: ChatId) -> list[SentMessage]:
         """Return the recorded messages for one chat, in arrival order.
 
@@ -228,6 +251,16 @@ class TelegramBotAPIStandIn:
         """Answer every message to the chat with 400 Bad Request: chat not found."""
         self._faults[chat_id] = _Fault(400, "Bad Request: chat not found", None)
 
+    def migrate_chat(self, chat_id: ChatId, new_chat_id: int) -> None:
+        """Answer every message to the group with 400 and ``migrate_to_chat_id``.
+
+        Args:
+            chat_id: The group that became a supergroup.
+            new_chat_id: The supergroup's id, which Telegram tells the bot to use instead.
+        """
+        description = "Bad Request: group chat was upgraded to a supergroup chat"
+        self._faults[chat_id] = _Fault(400, description, None, migrate_to_chat_id=new_chat_id)
+
     def fail_with_server_error(self, chat_id: ChatId, times: int = 1) -> None:
         """Answer the chat's next ``times`` messages with 502 Bad Gateway.
 
@@ -238,11 +271,13 @@ class TelegramBotAPIStandIn:
         self._faults[chat_id] = _Fault(502, "Bad Gateway", _positive(times))
 
     def reset(self) -> None:
-        """Forget recorded messages, rejections, call counts, queued updates and faults."""
+        """Forget recorded messages, rejections, call counts, queued updates, faults and floods."""
         for records in (self._sent, self._rejected, self._updates):
             records.clear()
         self._calls.clear()
         self._faults.clear()
+        self._flood_answers = 0
+        self._flood = TelegramFloodControl(self._limits) if self._limits else None
 
     async def wait_for_messages(
         self,
@@ -336,40 +371,101 @@ class TelegramBotAPIStandIn:
         return _ok(self._updates[:limit])
 
     async def _send_message(self, token: str, params: _Params) -> web.Response:
-        if self._latency > 0:
-            await asyncio.sleep(self._latency)
-        return await self._deliver("sendMessage", token, params, None)
+        await self._pause()
+        text = str(params.get("text") or "")
+        if not text:
+            return _error(400, "Bad Request: message text is empty")
+        return _one(await self._deliver("sendMessage", token, params, [text]), token)
+
+    async def _send_photo(self, token: str, params: _Params) -> web.Response:
+        await self._pause()
+        caption = str(params.get("caption") or "")
+        return _one(await self._deliver("sendPhoto", token, params, [caption]), token)
+
+    async def _send_media_group(self, token: str, params: _Params) -> web.Response:
+        await self._pause()
+        media = params.get("media")
+        media = json.loads(media) if isinstance(media, str) else media
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            return _error(400, "Bad Request: a media group must have 2 to 10 items")
+        captions = [str(item.get("caption") or "") for item in media if isinstance(item, dict)]
+        sent = await self._deliver("sendMediaGroup", token, params, captions)
+        if isinstance(sent, web.Response):
+            return sent
+        return _ok([_message_json(message, token) for message in sent])
+
+    async def _copy_message(self, token: str, params: _Params) -> web.Response:
+        await self._pause()
+        if not params.get("from_chat_id") or not params.get("message_id"):
+            return _error(400, "Bad Request: message to copy not found")
+        caption = str(params.get("caption") or "")
+        sent = await self._deliver("copyMessage", token, params, [caption])
+        if isinstance(sent, web.Response):
+            return sent
+        return _ok({"message_id": sent[0].message_id})
+
+    async def _forward_message(self, token: str, params: _Params) -> web.Response:
+        await self._pause()
+        if not params.get("from_chat_id") or not params.get("message_id"):
+            return _error(400, "Bad Request: message to forward not found")
+        return _one(await self._deliver("forwardMessage", token, params, [""]), token)
 
     async def _edit_message_text(self, token: str, params: _Params) -> web.Response:
         if params.get("inline_message_id"):
             return _ok(True)
         if not params.get("message_id"):
             return _error(400, "Bad Request: message identifier is not specified")
-        return await self._deliver("editMessageText", token, params, int(params["message_id"]))
-
-    async def _deliver(
-        self, method: str, token: str, params: _Params, message_id: int | None
-    ) -> web.Response:
-        chat_id, text = _chat_id(params.get("chat_id")), str(params.get("text") or "")
-        if chat_id is None:
-            return _error(400, "Bad Request: chat_id is empty")
+        text = str(params.get("text") or "")
         if not text:
             return _error(400, "Bad Request: message text is empty")
+        message_id = int(params["message_id"])
+        sent = await self._deliver("editMessageText", token, params, [text], message_id)
+        return _one(sent, token)
+
+    async def _pause(self) -> None:
+        if self._latency > 0:
+            await asyncio.sleep(self._latency)
+
+    async def _deliver(
+        self,
+        method: str,
+        token: str,
+        params: _Params,
+        texts: list[str],
+        message_id: int | None = None,
+    ) -> list[SentMessage] | web.Response:
+        """Record one message per text, or answer the flood limit's or the chat's fault."""
+        chat_id = _chat_id(params.get("chat_id"))
+        if chat_id is None:
+            return _error(400, "Bad Request: chat_id is empty")
+        paid = str(params.get("allow_paid_broadcast")).lower() == "true"
+        if self._flood and (wait := self._flood.admit(token, chat_id, len(texts), paid=paid)):
+            flood = _Fault(429, f"Too Many Requests: retry after {wait}", 1, retry_after=wait)
+            return self._reject(chat_id, method, flood)
         if fault := self._take_fault(chat_id):
-            self._rejected.append(
-                RejectedCall(chat_id, fault.error_code, fault.description, method, time.time())
-            )
-            parameters = {"retry_after": fault.retry_after} if fault.retry_after else None
-            return _error(fault.error_code, fault.description, parameters)
-        if message_id is None:
-            message_id, self._next_message_id = self._next_message_id, self._next_message_id + 1
+            return self._reject(chat_id, method, fault)
         markup, parse_mode = _json_object(params.get("reply_markup")), params.get("parse_mode")
         parse_mode = str(parse_mode) if parse_mode else None
-        message = SentMessage(chat_id, text, markup, parse_mode, message_id, method, time.time())
+        sent = []
+        for text in texts:
+            number = message_id or self._next_message_id
+            self._next_message_id += message_id is None
+            sent.append(SentMessage(chat_id, text, markup, parse_mode, number, method, time.time()))
         async with self._changed:
-            self._sent.append(message)
+            self._sent.extend(sent)
             self._changed.notify_all()
-        return _ok(_message_json(message, token))
+        return sent
+
+    def _reject(self, chat_id: ChatId, method: str, fault: _Fault) -> web.Response:
+        rejected = RejectedCall(chat_id, fault.error_code, fault.description, method, time.time())
+        self._rejected.append(rejected)
+        self._flood_answers += fault.error_code == 429
+        parameters: dict[str, Any] = {}
+        if fault.retry_after:
+            parameters["retry_after"] = fault.retry_after
+        if fault.migrate_to_chat_id:
+            parameters["migrate_to_chat_id"] = fault.migrate_to_chat_id
+        return _error(fault.error_code, fault.description, parameters)
 
     def _take_fault(self, chat_id: ChatId) -> _Fault | None:
         fault = self._faults.get(chat_id)
@@ -427,14 +523,23 @@ def _chat_json(chat_id: ChatId) -> dict[str, Any]:
     return {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}
 
 
+def _one(sent: list[SentMessage] | web.Response, token: str) -> web.Response:
+    return sent if isinstance(sent, web.Response) else _ok(_message_json(sent[0], token))
+
+
 def _message_json(message: SentMessage, token: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "message_id": message.message_id,
         "date": int(message.at),
         "chat": _chat_json(message.chat_id),
         "from": _bot_user(token),
-        "text": message.text,
     }
+    if message.method in _PHOTO_METHODS:
+        body["photo"] = [{"file_id": "AgAD", "file_unique_id": "AQAD", "width": 1, "height": 1}]
+        if message.text:
+            body["caption"] = message.text
+    elif message.text:
+        body["text"] = message.text
     # Messages only echo inline keyboards; aiogram would reject any other markup here.
     if message.reply_markup and "inline_keyboard" in message.reply_markup:
         body["reply_markup"] = message.reply_markup
