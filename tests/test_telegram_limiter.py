@@ -233,7 +233,7 @@ class Booking:
     paid: bool
 
 
-Op = tuple[int, int | str | None, int, bool, float]
+Op = tuple[int, int | str | None, int, bool, float, float]
 requests = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=400_000),  # microseconds since the previous request
@@ -241,6 +241,7 @@ requests = st.lists(
         st.integers(min_value=1, max_value=4),  # cost
         st.booleans(),  # paid
         st.sampled_from([0.2, 2.0, 300.0]),  # max_wait
+        st.sampled_from([0.0, 0.0, 0.0, 1.5]),  # hold: a 429's retry_after
     ),
     min_size=1,
     max_size=40,
@@ -275,10 +276,12 @@ async def _book(url: str, ops: list[Op]) -> list[Booking]:
     async with Redis.from_url(url) as redis:
         lim = FloodLimiter(redis, next(_bot_ids), SMALL)
         now, bookings = T0, []
-        for advance, chat, cost, paid, max_wait in ops:
+        for advance, chat, cost, paid, max_wait, hold in ops:
             now += advance
-            turn = await lim.reserve(chat, cost=cost, paid=paid, max_wait=max_wait, now_us=now)
-            assert turn.wait >= 0
+            turn = await lim.reserve(
+                chat, cost=cost, paid=paid, max_wait=max_wait, hold=hold, now_us=now
+            )
+            assert turn.wait >= hold - 1e-6  # a held chat (or bot) waits out the hold
             assert turn.granted == (turn.wait <= max_wait)
             if turn.granted:
                 bookings.append(Booking(chat, now + round(turn.wait * 1e6), cost, paid))
