@@ -13,14 +13,22 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
+    TelegramMigrateToChat,
     TelegramNotFound,
     TelegramRetryAfter,
     TelegramServerError,
 )
 from aiogram.filters import CommandStart
 from aiogram.methods import TelegramMethod
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.types import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    InputMediaPhoto,
+    Message,
+    MessageId,
+)
 
+from codex_bot.telegram import TelegramLimits
 from codex_bot.testing.bot_api import SentMessage, TelegramBotAPIStandIn
 
 TOKEN = "42:TEST"
@@ -339,3 +347,78 @@ async def test_dispatcher_polling_replies_through_the_standin(
         await dp.stop_polling()
         await polling
         await bot.session.close()
+
+
+async def test_photos_media_groups_copies_and_forwards_are_recorded(
+    bot: Bot, standin: TelegramBotAPIStandIn
+) -> None:
+    photo = await bot.send_photo(100, "file-1", caption="a cat")
+    album = await bot.send_media_group(
+        -5, [InputMediaPhoto(media="file-2", caption="one"), InputMediaPhoto(media="file-3")]
+    )
+    copied = await bot.copy_message(101, from_chat_id=100, message_id=photo.message_id)
+    forwarded = await bot.forward_message("@news", from_chat_id=100, message_id=photo.message_id)
+
+    assert photo.caption == "a cat"
+    assert photo.photo
+    assert [m.caption for m in album] == ["one", None]
+    assert isinstance(copied, MessageId)
+    assert forwarded.chat.username == "news"
+    assert [(m.method, m.chat_id, m.text) for m in standin.sent] == [
+        ("sendPhoto", 100, "a cat"),
+        ("sendMediaGroup", -5, "one"),
+        ("sendMediaGroup", -5, ""),
+        ("copyMessage", 101, ""),
+        ("forwardMessage", "@news", ""),
+    ]
+    assert copied.message_id == standin.sent[3].message_id
+
+
+async def test_a_migrated_group_answers_with_the_supergroup_id(
+    bot: Bot, standin: TelegramBotAPIStandIn
+) -> None:
+    standin.migrate_chat(-5, -1_000_000_000_005)
+
+    with pytest.raises(TelegramMigrateToChat) as caught:
+        await bot.send_message(-5, "hello")
+
+    assert caught.value.migrate_to_chat_id == -1_000_000_000_005
+    assert [(r.chat_id, r.error_code) for r in standin.rejected] == [(-5, 400)]
+
+
+async def test_with_limits_it_answers_429_as_telegram_would() -> None:
+    limits = TelegramLimits(per_second=3, per_chat_per_second=1, per_group_per_minute=2)
+    async with TelegramBotAPIStandIn(limits=limits) as api:
+        bot = Bot(TOKEN, session=api.session())
+        other_bot = Bot("43:OTHER", session=api.session())
+        for chat in (1, 2, 3):
+            await bot.send_message(chat, "ok")
+        with pytest.raises(TelegramRetryAfter) as bot_wide:
+            await bot.send_message(4, "a fourth in one second")
+        await other_bot.send_message(4, "another bot has its own budget")
+        with pytest.raises(TelegramRetryAfter) as same_chat:
+            await other_bot.send_message(4, "a second to one chat in one second")
+        await bot.send_message(5, "paid", allow_paid_broadcast=True)
+        await bot.session.close()
+        await other_bot.session.close()
+
+        assert bot_wide.value.retry_after == 1
+        assert same_chat.value.retry_after == 1
+        assert api.flood_answers == 2
+        assert [r.error_code for r in api.rejected] == [429, 429]
+        assert len(api.sent) == 5
+        api.reset()
+        assert api.flood_answers == 0
+
+
+async def test_with_limits_a_group_gets_its_count_per_minute() -> None:
+    limits = TelegramLimits(per_chat_per_second=1000, per_group_per_minute=2)
+    async with TelegramBotAPIStandIn(limits=limits) as api:
+        bot = Bot(TOKEN, session=api.session())
+        await bot.send_message(-5, "one")
+        await bot.send_message(-5, "two")
+        with pytest.raises(TelegramRetryAfter) as caught:
+            await bot.send_message(-5, "three")
+        await bot.session.close()
+
+    assert 59 <= caught.value.retry_after <= 60

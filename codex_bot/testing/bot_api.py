@@ -16,7 +16,6 @@ import json
 import logging
 import re
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -25,40 +24,20 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 
+from codex_bot.telegram.limits import TelegramLimits
+from codex_bot.testing import wire
+from codex_bot.testing.flood import TelegramFloodControl
+from codex_bot.testing.wire import ChatId, Params, RejectedCall, SentMessage
+
+__all__ = ["RejectedCall", "SentMessage", "TelegramBotAPIStandIn"]
+
 logger = logging.getLogger(__name__)
 
-ChatId = int | str
-_Params = dict[str, Any]
-_Handler = Callable[[str, _Params], Awaitable[web.Response]]
+_Handler = Callable[[str, Params], Awaitable[web.Response]]
 
 _TOKEN_RE = re.compile(r"\d+:.+")
 _TRUE_METHODS = ["deleteWebhook", "setWebhook", "answerCallbackQuery", "sendChatAction"]
 _TRUE_METHODS += ["setMyCommands", "deleteMessage", "close", "logOut"]
-_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
-
-
-@dataclass(frozen=True)
-class SentMessage:
-    """A message the bot sent (``sendMessage``) or edited (``editMessageText``)."""
-
-    chat_id: ChatId
-    text: str
-    reply_markup: dict[str, Any] | None
-    parse_mode: str | None
-    message_id: int
-    method: str
-    at: float
-
-
-@dataclass(frozen=True)
-class RejectedCall:
-    """A call the stand-in answered with an injected error instead of recording it."""
-
-    chat_id: ChatId
-    error_code: int
-    description: str
-    method: str
-    at: float
 
 
 @dataclass
@@ -67,21 +46,31 @@ class _Fault:
     description: str
     remaining: int | None  # None means "for ever"
     retry_after: int | None = None
+    migrate_to_chat_id: int | None = None
 
 
 class TelegramBotAPIStandIn:
     """Local stand-in for the Telegram Bot API, served over HTTP on 127.0.0.1.
 
     Answers the methods a notification bot uses, records what was sent, and can inject the
-    errors Telegram returns (429, 403, 400, 5xx) for chosen chats. Faults apply to
-    ``sendMessage`` and ``editMessageText``, one fault per chat (the latest call wins).
+    errors Telegram returns (429, 403, 400, 5xx, a group migrated to a supergroup) for chosen
+    chats. Faults apply to the message methods (``sendMessage``, ``sendPhoto``,
+    ``sendMediaGroup``, ``copyMessage``, ``forwardMessage``, ``editMessageText``), one fault
+    per chat (the latest call wins).
 
     Args:
-        latency: Seconds added to every ``sendMessage`` answer, to imitate Telegram.
+        latency: Seconds added to every answer of a ``send``/``copy``/``forward`` method, to
+            imitate Telegram.
+        limits: Enforce these flood limits per bot token, as Telegram does: a message that
+            does not fit is answered 429 with ``retry_after`` = whole seconds until it
+            would (see :attr:`flood_answers`). ``margin`` is ignored. ``None``: no limits.
     """
 
-    def __init__(self, *, latency: float = 0.0) -> None:
+    def __init__(self, *, latency: float = 0.0, limits: TelegramLimits | None = None) -> None:
         self._latency = latency
+        self._limits = limits
+        self._flood = TelegramFloodControl(limits) if limits else None
+        self._flood_answers = 0
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
         self._closing = False
@@ -100,6 +89,10 @@ class TelegramBotAPIStandIn:
             "getUpdates": self._get_updates,
             "getWebhookInfo": self._get_webhook_info,
             "sendMessage": self._send_message,
+            "sendPhoto": self._send_photo,
+            "sendMediaGroup": self._send_media_group,
+            "copyMessage": self._copy_message,
+            "forwardMessage": self._forward_message,
             "editMessageText": self._edit_message_text,
         }
         # Telegram method names are case-insensitive.
@@ -185,6 +178,11 @@ class TelegramBotAPIStandIn:
         """Number of requests per method name, rejected and unknown ones included (a copy)."""
         return dict(self._calls)
 
+    @property
+    def flood_answers(self) -> int:
+        """How many calls were answered 429 Too Many Requests (injected ones included)."""
+        return self._flood_answers
+
     def sent_to(self, chat_id: ChatId) -> list[SentMessage]:
         """Return the recorded messages for one chat, in arrival order.
 
@@ -228,6 +226,16 @@ class TelegramBotAPIStandIn:
         """Answer every message to the chat with 400 Bad Request: chat not found."""
         self._faults[chat_id] = _Fault(400, "Bad Request: chat not found", None)
 
+    def migrate_chat(self, chat_id: ChatId, new_chat_id: int) -> None:
+        """Answer every message to the group with 400 and ``migrate_to_chat_id``.
+
+        Args:
+            chat_id: The group that became a supergroup.
+            new_chat_id: The supergroup's id, which Telegram tells the bot to use instead.
+        """
+        description = "Bad Request: group chat was upgraded to a supergroup chat"
+        self._faults[chat_id] = _Fault(400, description, None, migrate_to_chat_id=new_chat_id)
+
     def fail_with_server_error(self, chat_id: ChatId, times: int = 1) -> None:
         """Answer the chat's next ``times`` messages with 502 Bad Gateway.
 
@@ -238,11 +246,13 @@ class TelegramBotAPIStandIn:
         self._faults[chat_id] = _Fault(502, "Bad Gateway", _positive(times))
 
     def reset(self) -> None:
-        """Forget recorded messages, rejections, call counts, queued updates and faults."""
+        """Forget recorded messages, rejections, call counts, queued updates, faults and floods."""
         for records in (self._sent, self._rejected, self._updates):
             records.clear()
         self._calls.clear()
         self._faults.clear()
+        self._flood_answers = 0
+        self._flood = TelegramFloodControl(self._limits) if self._limits else None
 
     async def wait_for_messages(
         self,
@@ -302,29 +312,31 @@ class TelegramBotAPIStandIn:
             self._calls[canonical] = self._calls.get(canonical, 0) + 1
             self._changed.notify_all()
         if not _TOKEN_RE.fullmatch(token):
-            return _error(401, "Unauthorized")
+            return wire.error(401, "Unauthorized")
         if handler is None:
             logger.debug("Bot API stand-in: unknown method %s", canonical)
-            return _error(404, "Not Found: method not found")
+            return wire.error(404, "Not Found: method not found")
         try:
-            response = await handler(token, await _read_params(request))
+            response = await handler(token, await wire.read_params(request))
         except ValueError as exc:
             logger.debug("Bot API stand-in: bad %s parameters: %s", canonical, exc)
-            return _error(400, "Bad Request: can't parse parameters")
+            return wire.error(400, "Bad Request: can't parse parameters")
         logger.debug("Bot API stand-in: %s -> %s", canonical, response.status)
         return response
 
-    async def _true(self, _token: str, _params: _Params) -> web.Response:
-        return _ok(True)
+    async def _true(self, _token: str, _params: Params) -> web.Response:
+        return wire.ok(True)
 
-    async def _get_me(self, token: str, _params: _Params) -> web.Response:
-        return _ok(_bot_user(token))
+    async def _get_me(self, token: str, _params: Params) -> web.Response:
+        return wire.ok(wire.bot_user(token))
 
-    async def _get_webhook_info(self, _token: str, _params: _Params) -> web.Response:
+    async def _get_webhook_info(self, _token: str, _params: Params) -> web.Response:
         pending = len(self._updates)
-        return _ok({"url": "", "has_custom_certificate": False, "pending_update_count": pending})
+        return wire.ok(
+            {"url": "", "has_custom_certificate": False, "pending_update_count": pending}
+        )
 
-    async def _get_updates(self, _token: str, params: _Params) -> web.Response:
+    async def _get_updates(self, _token: str, params: Params) -> web.Response:
         offset, limit = int(params.get("offset") or 0), int(params.get("limit") or 100)
         if offset > 0:  # confirms every update below offset, as Telegram does
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
@@ -333,43 +345,104 @@ class TelegramBotAPIStandIn:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._update_pushed.wait()
-        return _ok(self._updates[:limit])
+        return wire.ok(self._updates[:limit])
 
-    async def _send_message(self, token: str, params: _Params) -> web.Response:
+    async def _send_message(self, token: str, params: Params) -> web.Response:
+        await self._pause()
+        text = str(params.get("text") or "")
+        if not text:
+            return wire.error(400, "Bad Request: message text is empty")
+        return wire.one(await self._deliver("sendMessage", token, params, [text]), token)
+
+    async def _send_photo(self, token: str, params: Params) -> web.Response:
+        await self._pause()
+        caption = str(params.get("caption") or "")
+        return wire.one(await self._deliver("sendPhoto", token, params, [caption]), token)
+
+    async def _send_media_group(self, token: str, params: Params) -> web.Response:
+        await self._pause()
+        media = params.get("media")
+        media = json.loads(media) if isinstance(media, str) else media
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            return wire.error(400, "Bad Request: a media group must have 2 to 10 items")
+        captions = [str(item.get("caption") or "") for item in media if isinstance(item, dict)]
+        sent = await self._deliver("sendMediaGroup", token, params, captions)
+        if isinstance(sent, web.Response):
+            return sent
+        return wire.ok([wire.message_json(message, token) for message in sent])
+
+    async def _copy_message(self, token: str, params: Params) -> web.Response:
+        await self._pause()
+        if not params.get("from_chat_id") or not params.get("message_id"):
+            return wire.error(400, "Bad Request: message to copy not found")
+        caption = str(params.get("caption") or "")
+        sent = await self._deliver("copyMessage", token, params, [caption])
+        if isinstance(sent, web.Response):
+            return sent
+        return wire.ok({"message_id": sent[0].message_id})
+
+    async def _forward_message(self, token: str, params: Params) -> web.Response:
+        await self._pause()
+        if not params.get("from_chat_id") or not params.get("message_id"):
+            return wire.error(400, "Bad Request: message to forward not found")
+        return wire.one(await self._deliver("forwardMessage", token, params, [""]), token)
+
+    async def _edit_message_text(self, token: str, params: Params) -> web.Response:
+        if params.get("inline_message_id"):
+            return wire.ok(True)
+        if not params.get("message_id"):
+            return wire.error(400, "Bad Request: message identifier is not specified")
+        text = str(params.get("text") or "")
+        if not text:
+            return wire.error(400, "Bad Request: message text is empty")
+        message_id = int(params["message_id"])
+        sent = await self._deliver("editMessageText", token, params, [text], message_id)
+        return wire.one(sent, token)
+
+    async def _pause(self) -> None:
         if self._latency > 0:
             await asyncio.sleep(self._latency)
-        return await self._deliver("sendMessage", token, params, None)
-
-    async def _edit_message_text(self, token: str, params: _Params) -> web.Response:
-        if params.get("inline_message_id"):
-            return _ok(True)
-        if not params.get("message_id"):
-            return _error(400, "Bad Request: message identifier is not specified")
-        return await self._deliver("editMessageText", token, params, int(params["message_id"]))
 
     async def _deliver(
-        self, method: str, token: str, params: _Params, message_id: int | None
-    ) -> web.Response:
-        chat_id, text = _chat_id(params.get("chat_id")), str(params.get("text") or "")
+        self,
+        method: str,
+        token: str,
+        params: Params,
+        texts: list[str],
+        message_id: int | None = None,
+    ) -> list[SentMessage] | web.Response:
+        """Record one message per text, or answer the flood limit's or the chat's fault."""
+        chat_id = wire.chat_id(params.get("chat_id"))
         if chat_id is None:
-            return _error(400, "Bad Request: chat_id is empty")
-        if not text:
-            return _error(400, "Bad Request: message text is empty")
+            return wire.error(400, "Bad Request: chat_id is empty")
+        paid = str(params.get("allow_paid_broadcast")).lower() == "true"
+        if self._flood and (wait := self._flood.admit(token, chat_id, len(texts), paid=paid)):
+            flood = _Fault(429, f"Too Many Requests: retry after {wait}", 1, retry_after=wait)
+            return self._reject(chat_id, method, flood)
         if fault := self._take_fault(chat_id):
-            self._rejected.append(
-                RejectedCall(chat_id, fault.error_code, fault.description, method, time.time())
-            )
-            parameters = {"retry_after": fault.retry_after} if fault.retry_after else None
-            return _error(fault.error_code, fault.description, parameters)
-        if message_id is None:
-            message_id, self._next_message_id = self._next_message_id, self._next_message_id + 1
-        markup, parse_mode = _json_object(params.get("reply_markup")), params.get("parse_mode")
+            return self._reject(chat_id, method, fault)
+        markup, parse_mode = wire.json_object(params.get("reply_markup")), params.get("parse_mode")
         parse_mode = str(parse_mode) if parse_mode else None
-        message = SentMessage(chat_id, text, markup, parse_mode, message_id, method, time.time())
+        sent = []
+        for text in texts:
+            number = message_id or self._next_message_id
+            self._next_message_id += message_id is None
+            sent.append(SentMessage(chat_id, text, markup, parse_mode, number, method, time.time()))
         async with self._changed:
-            self._sent.append(message)
+            self._sent.extend(sent)
             self._changed.notify_all()
-        return _ok(_message_json(message, token))
+        return sent
+
+    def _reject(self, chat_id: ChatId, method: str, fault: _Fault) -> web.Response:
+        rejected = RejectedCall(chat_id, fault.error_code, fault.description, method, time.time())
+        self._rejected.append(rejected)
+        self._flood_answers += fault.error_code == 429
+        parameters: dict[str, Any] = {}
+        if fault.retry_after:
+            parameters["retry_after"] = fault.retry_after
+        if fault.migrate_to_chat_id:
+            parameters["migrate_to_chat_id"] = fault.migrate_to_chat_id
+        return wire.error(fault.error_code, fault.description, parameters)
 
     def _take_fault(self, chat_id: ChatId) -> _Fault | None:
         fault = self._faults.get(chat_id)
@@ -380,75 +453,8 @@ class TelegramBotAPIStandIn:
         return fault
 
 
-async def _read_params(request: web.Request) -> _Params:
-    params: _Params = dict(request.query)
-    if request.content_type == "application/json":
-        raw = await request.text()
-        body = json.loads(raw) if raw.strip() else {}
-        if not isinstance(body, dict):
-            msg = "JSON body must be an object"
-            raise ValueError(msg)  # answered as 400 by the caller
-        params.update(body)
-    elif request.content_type in _FORM_TYPES:
-        form = await request.post()
-        params.update((key, value) for key, value in form.items() if isinstance(value, str))
-    return params
-
-
-def _chat_id(value: Any) -> ChatId | None:
-    if value is None or value == "":
-        return None
-    text = str(value)
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
-def _json_object(value: Any) -> dict[str, Any] | None:
-    if isinstance(value, str):  # form bodies carry nested objects as JSON strings
-        value = json.loads(value) if value else None
-    return value if isinstance(value, dict) else None
-
-
 def _positive(times: int) -> int:
     if times < 1:
         msg = f"times must be at least 1, got {times}"
         raise ValueError(msg)
     return times
-
-
-def _bot_user(token: str) -> dict[str, Any]:
-    bot_id = int(token.split(":", 1)[0])
-    return {"id": bot_id, "is_bot": True, "first_name": "Stand-in", "username": "standin_bot"}
-
-
-def _chat_json(chat_id: ChatId) -> dict[str, Any]:
-    if isinstance(chat_id, str):  # "@channel": Telegram answers with a numeric id
-        numeric = -1_000_000_000_000 - zlib.crc32(chat_id.encode())
-        return {"id": numeric, "type": "channel", "username": chat_id.lstrip("@")}
-    return {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"}
-
-
-def _message_json(message: SentMessage, token: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "message_id": message.message_id,
-        "date": int(message.at),
-        "chat": _chat_json(message.chat_id),
-        "from": _bot_user(token),
-        "text": message.text,
-    }
-    # Messages only echo inline keyboards; aiogram would reject any other markup here.
-    if message.reply_markup and "inline_keyboard" in message.reply_markup:
-        body["reply_markup"] = message.reply_markup
-    if message.method == "editMessageText":
-        body["edit_date"] = int(message.at)
-    return body
-
-
-def _ok(result: Any) -> web.Response:
-    return web.json_response({"ok": True, "result": result})
-
-
-def _error(code: int, description: str, parameters: dict[str, Any] | None = None) -> web.Response:
-    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
-    if parameters:
-        body["parameters"] = parameters
-    return web.json_response(body, status=code)
