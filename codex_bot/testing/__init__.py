@@ -1,4 +1,5 @@
-"""Test doubles for users' tests: in-memory streams, a Bot API stand-in, a throwaway Redis.
+"""Test doubles for users' tests: in-memory streams, a Bot API stand-in, throwaway Redis
+servers (one server, a Redis Cluster, a primary with replicas and Sentinels).
 
 The Bot API stand-in loads aiogram and aiohttp, so it is imported on first use: a test
 that only needs ``RedisServer`` or ``InMemoryStreamStorage`` does not pay for them.
@@ -6,7 +7,10 @@ that only needs ``RedisServer`` or ``InMemoryStreamStorage`` does not pay for th
 
 from typing import TYPE_CHECKING, Any
 
+from codex_bot.testing.cluster import ClusterShard, RedisClusterServer
+from codex_bot.testing.cluster_node import ClusterNode
 from codex_bot.testing.memory import InMemoryStreamStorage, PendingEntry
+from codex_bot.testing.process import ServerProcess
 from codex_bot.testing.redis_server import (
     RedisBinary,
     RedisServer,
@@ -15,6 +19,7 @@ from codex_bot.testing.redis_server import (
     redis_server_binaries,
     redis_server_version,
 )
+from codex_bot.testing.sentinel import RedisSentinelServer
 
 if TYPE_CHECKING:
     from codex_bot.testing.bot_api import RejectedCall, SentMessage, TelegramBotAPIStandIn
@@ -32,13 +37,18 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ClusterNode",
+    "ClusterShard",
     "InMemoryStreamStorage",
     "PendingEntry",
     "RedisBinary",
+    "RedisClusterServer",
+    "RedisSentinelServer",
     "RedisServer",
     "RedisServerError",
     "RejectedCall",
     "SentMessage",
+    "ServerProcess",
     "TelegramBotAPIStandIn",
     "find_redis_server",
     "redis_server_binaries",
