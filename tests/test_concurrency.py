@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
@@ -18,10 +19,10 @@ from tests.conftest import wait_for
 
 
 def make_processor(
-    storage: RedisStreamStorage, stream: str, **options: Any
+    storage: RedisStreamStorage, stream: str, *, consumer: str = "c1", **options: Any
 ) -> RedisStreamProcessor:
     options.setdefault("poll_interval", 0.2)
-    return RedisStreamProcessor(storage, stream, "bot", "c1", **options)
+    return RedisStreamProcessor(storage, stream, "bot", consumer, **options)
 
 
 async def push(redis, stream: str, events: list[dict[str, Any]]) -> None:
@@ -171,3 +172,51 @@ def test_limits_must_be_positive(storage, stream, bad):
 async def _xack_calls(redis) -> int:
     stats = await redis.info("commandstats")
     return int(stats.get("cmdstat_xack", {}).get("calls", 0))
+
+
+async def test_entries_held_longer_than_claim_min_idle_are_not_claimed_by_another(
+    redis, storage, stream
+):
+    """A chat's queued events wait in this process past claim_min_idle_ms: nobody takes them."""
+    gate = asyncio.Event()
+    seen: list[tuple[str, int]] = []
+
+    def recorder(name: str) -> Any:
+        async def handler(payload: dict[str, Any]) -> None:
+            seen.append((name, int(payload["n"])))
+            if payload["n"] == 0:
+                await gate.wait()  # the chat's first send is slow: the rest wait behind it
+
+        return handler
+
+    await push(redis, stream, [{"chat_id": 1, "n": n} for n in range(5)])
+    holder = make_processor(storage, stream, claim_min_idle_ms=300, consumer="holder")
+    holder.set_message_callback(recorder("holder"))
+    await holder.start_listening()
+    await wait_for(lambda: seen == [("holder", 0)], message="the slow first send")
+    claimer = make_processor(
+        storage, stream, claim_min_idle_ms=300, claim_interval=0.02, consumer="claimer"
+    )
+    claimer.set_message_callback(recorder("claimer"))
+    await claimer.start_listening()
+    sweeps_before = await xautoclaim_calls(redis)
+    # many sweeps, well past three times claim_min_idle_ms at 20 ms each
+    await wait_for(
+        lambda: more_than(xautoclaim_calls(redis), sweeps_before + 50), message="50 sweeps"
+    )
+    gate.set()
+    await wait_for(lambda: len(seen) == 5, message="the chat's five events")
+    await wait_for(lambda: holder.stats.acked == 5, message="their ACKs")
+    await claimer.stop_listening()
+    await holder.stop_listening()
+    assert seen == [("holder", n) for n in range(5)]  # once each, in order, by the holder
+    assert (await redis.xpending(stream, "bot"))["pending"] == 0
+
+
+async def xautoclaim_calls(redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_xautoclaim", {}).get("calls", 0))
+
+
+async def more_than(count: Awaitable[int], least: int) -> bool:
+    return await count > least

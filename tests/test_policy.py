@@ -65,7 +65,9 @@ def test_retry_after_waits_what_telegram_asks() -> None:
     error = TelegramRetryAfter(
         method=METHOD, message="Too Many Requests: retry after 7", retry_after=7
     )
-    assert classify_failure(error) == RetryDecision(True, 7.0, "Telegram flood control")
+    assert classify_failure(error) == RetryDecision(
+        True, 7.0, "Telegram flood control", uses_attempt=False, expected=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -112,11 +114,27 @@ def test_the_policy_counts_the_first_delivery_and_gives_up_with_the_reason() -> 
     )
     flood = TelegramRetryAfter(method=METHOD, message="Too Many Requests", retry_after=9)
     assert policy.decide(flood, 1).delay == 9.0  # Telegram's delay, not the 1.5 s cap
-    assert policy.decide(flood, 3).retry is False  # flood control counts as an attempt
     blocked = TelegramForbiddenError(method=METHOD, message="Forbidden: bot was kicked")
     assert policy.decide(blocked, 1) == RetryDecision(
-        False, None, "the bot may not write to this chat"
+        False, None, "the bot may not write to this chat", expected=True
     )
+
+
+def test_flood_control_uses_no_attempt_but_has_a_bound_of_its_own() -> None:
+    policy = RetryPolicy(max_attempts=3, max_flood_delay=20.0)
+    flood = TelegramRetryAfter(method=METHOD, message="Too Many Requests", retry_after=9)
+    assert policy.decide(flood, 3).retry is True  # attempts are spent, flood waits are not
+    assert policy.decide(flood, 3, flood_waited=11.0).retry is True  # 20 s in all
+    late = policy.decide(flood, 1, flood_waited=11.5)
+    assert late.retry is False
+    assert late.reason == "flood control kept it waiting 20s in all (max_flood_delay=20)"
+    assert RetryPolicy().max_flood_delay == 6 * 3600  # hours, not minutes
+
+
+def test_telegram_outcomes_are_expected_and_bugs_are_not() -> None:
+    network = TelegramNetworkError(method=METHOD, message="HTTP Client says - timeout")
+    assert classify_failure(network).expected is True
+    assert classify_failure(RuntimeError("boom")).expected is False
 
 
 def test_a_custom_classifier_is_guarded() -> None:

@@ -8,6 +8,7 @@ The whole trip through an arq worker and the processor is in ``test_retry_e2e.py
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -65,6 +66,42 @@ def _in_entry(entry_id: str) -> Any:
 
 
 # -- the dispatcher's policy ------------------------------------------------------------
+
+
+async def test_telegram_outcomes_log_one_line_and_bugs_their_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
+    from aiogram.methods import SendMessage
+
+    method = SendMessage(chat_id=1, text="hi")
+    raised = {
+        "flood": TelegramRetryAfter(method=method, message="Too Many Requests", retry_after=3),
+        "blocked": TelegramForbiddenError(method=method, message="Forbidden: bot was blocked"),
+        "missing": TelegramBadRequest(method=method, message="Bad Request: chat not found"),
+        "bug": KeyError("chat_id"),
+    }
+    dispatcher = BotRedisDispatcher(KeepingScheduler())
+    for kind, error in raised.items():
+
+        async def fail(payload: dict[str, Any], container: Any, error: Exception = error) -> None:
+            raise error
+
+        dispatcher.on_message(kind)(fail)
+    dispatcher.setup(container=None)
+    caplog.set_level(logging.INFO, logger="codex_bot.redis.dispatcher")
+    for kind in raised:
+        caplog.clear()
+        await dispatcher.process_message({"type": kind})
+        [line] = [r for r in caplog.records if "failed on" in r.getMessage()]
+        level, traced = line.levelno, line.exc_info is not None
+        expected = {
+            "flood": (logging.WARNING, False),
+            "blocked": (logging.INFO, False),
+            "missing": (logging.INFO, False),
+            "bug": (logging.WARNING, True),
+        }[kind]
+        assert (level, traced) == expected, kind
 
 
 async def test_backoff_grows_per_attempt_is_capped_and_ends_in_a_dead_letter() -> None:

@@ -391,7 +391,8 @@ async def test_flood_control_is_retried_after_telegrams_retry_after(
 
         @dispatcher.on_message("broadcast.part")
         async def send(payload: dict[str, Any], container: Any) -> None:
-            if calls.record(payload) == 1:
+            calls.record(payload)
+            if len(calls) == 1:
                 raise TelegramRetryAfter(
                     method=METHOD, message="Too Many Requests: retry after 1", retry_after=1
                 )
@@ -402,11 +403,62 @@ async def test_flood_control_is_retried_after_telegrams_retry_after(
             await wait_for(lambda: len(calls) == 2, message="second attempt")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
 
-    assert calls.attempts == [1, 2]
+    assert calls.attempts == [1, 1]  # flood control uses no attempt
     assert calls.gaps()[0] >= 1.0
     assert reports[0].retry_delay is not None
     assert 1.0 <= reports[0].retry_delay <= 1.0 * JITTER
     assert await _dead(redis, stream) == []
+
+
+async def test_a_long_flood_is_retried_without_using_attempts_until_delivered(
+    redis_server: RedisServer, redis: Redis, stream: str
+) -> None:
+    calls = Calls()
+    async with running_arq(redis_server.url) as (arq, _):
+        # two attempts in all, yet five floods in a row do not use them up
+        dispatcher = BotRedisDispatcher(arq.scheduler, max_attempts=2, retry_delay=0.05)
+
+        @dispatcher.on_message("broadcast.part")
+        async def send(payload: dict[str, Any], container: Any) -> None:
+            if len(calls) < 5:
+                calls.record(payload)
+                raise TelegramRetryAfter(
+                    method=METHOD, message="Too Many Requests: retry after 0", retry_after=0
+                )
+            calls.record(payload)
+
+        dispatcher.setup(container=None)
+        async with consuming(redis, stream, dispatcher):
+            await StreamProducer(redis, stream).add_event("broadcast.part", {"chat_id": 7})
+            await wait_for(lambda: len(calls) == 6, message="the delivery after five floods")
+            await wait_for(lambda: _settled(redis, stream, arq), message="settled")
+    assert calls.attempts == [1] * 6
+    assert await _dead(redis, stream) == []
+
+
+async def test_flood_control_dead_letters_only_past_max_flood_delay(
+    redis_server: RedisServer, redis: Redis, stream: str
+) -> None:
+    calls = Calls()
+    async with running_arq(redis_server.url) as (arq, _):
+        dispatcher = BotRedisDispatcher(arq.scheduler, max_flood_delay=1.5)
+
+        @dispatcher.on_message("broadcast.part")
+        async def send(payload: dict[str, Any], container: Any) -> None:
+            calls.record(payload)
+            raise TelegramRetryAfter(
+                method=METHOD, message="Too Many Requests: retry after 1", retry_after=1
+            )
+
+        dispatcher.setup(container=None)
+        async with consuming(redis, stream, dispatcher):
+            await StreamProducer(redis, stream).add_event("broadcast.part", {"chat_id": 7})
+            dead = await wait_for(lambda: _dead(redis, stream), message="the dead letter")
+            await wait_for(lambda: _settled(redis, stream, arq), message="settled")
+    assert len(calls) == 2  # waited 1 s once; a second second would pass the 1.5 s bound
+    assert dead[0][DEAD_REASON_FIELD] == (
+        "flood control kept it waiting 2s in all (max_flood_delay=2)"
+    )
 
 
 async def test_network_and_server_errors_follow_the_backoff(

@@ -17,6 +17,9 @@ ATTEMPT_FIELD: Final = META_PREFIX + "attempt"
 HANDLERS_FIELD: Final = META_PREFIX + "handlers"
 """JSON list of handler names a retry targets; absent means every matching handler."""
 
+FLOOD_WAITED_FIELD: Final = META_PREFIX + "flood_waited"
+"""Seconds a retried event has spent waiting on Telegram's flood control, in all."""
+
 ORIGIN_FIELD: Final = META_PREFIX + "origin_id"
 """The entry id of the first delivery of an event that has been retried."""
 

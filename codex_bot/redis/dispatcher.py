@@ -13,6 +13,7 @@ from codex_bot.redis.codec import attempt_of, split_meta
 from codex_bot.redis.constants import (
     ATTEMPT_FIELD,
     DEFAULT_STREAM,
+    FLOOD_WAITED_FIELD,
     HANDLERS_FIELD,
     META_PREFIX,
     ORIGIN_FIELD,
@@ -28,7 +29,9 @@ from codex_bot.redis.exceptions import (
 )
 from codex_bot.redis.ledger import LedgerEntry
 from codex_bot.redis.policy import (
+    DEFAULT_MAX_FLOOD_DELAY,
     FailureClassifier,
+    RetryDecision,
     RetryPolicy,
     classify_failure,
     with_jitter,
@@ -126,6 +129,9 @@ class BotRedisDispatcher:
         retry_delay: Seconds before the first retry; retry n waits ``retry_delay * 2**(n-1)``.
         max_retry_delay: Cap of that backoff. Up to 10% jitter is added, never taken away.
         classifier: ``exc -> RetryDecision``; the default knows aiogram's Telegram errors.
+        max_flood_delay: Telegram's flood control (429 ``retry_after``) is retried without
+            using an attempt; an event is dead-lettered only once its flood waits add up to
+            more than this many seconds (6 hours).
         unknown_types: What becomes of an event no handler is registered for: ``"dead"``
             (the default) reports it as a dead letter, "no handler for type ...", so it can
             be replayed once a deploy brings its handler; ``"ack"`` only counts and logs it.
@@ -156,11 +162,14 @@ class BotRedisDispatcher:
         max_retry_delay: float = 3600.0,
         classifier: FailureClassifier = classify_failure,
         unknown_types: Literal["dead", "ack"] = "dead",
+        max_flood_delay: float = DEFAULT_MAX_FLOOD_DELAY,
     ) -> None:
         if unknown_types not in ("dead", "ack"):
             msg = f"unknown_types must be 'dead' or 'ack', not {unknown_types!r}"
             raise ValueError(msg)
-        self.policy = RetryPolicy(max_attempts, retry_delay, max_retry_delay, classifier)
+        self.policy = RetryPolicy(
+            max_attempts, retry_delay, max_retry_delay, classifier, max_flood_delay
+        )
         """The retry settings, read-only."""
         self.unknown_type_policy = unknown_types
         """``"dead"`` or ``"ack"``: what becomes of an event no handler is registered for."""
@@ -309,11 +318,11 @@ class BotRedisDispatcher:
         """
         key = _entry_key(stream_name)
         settled = done.union(report.handled)
-        dead, retry, delay = self._decide_all(report)
+        dead, plan = self._decide_all(report, _flood_waited(meta))
         report = report._replace(dead_letters=report.dead_letters + tuple(dead))
-        if retry:
+        if plan.failures:
             try:
-                report = await self._retry(report, payload, meta, stream_name, retry, delay)
+                report = await self._retry(report, payload, meta, stream_name, plan)
             except (HandlerFailedError, RetrySchedulingError):
                 self._successes.remember(key, settled)
                 raise
@@ -324,55 +333,69 @@ class BotRedisDispatcher:
         return report
 
     def _decide_all(
-        self, report: DispatchReport
-    ) -> tuple[list[DeadLetter], list[HandlerFailure], float]:
-        """Split the failures into dead letters and retries; the retry waits the longest delay."""
+        self, report: DispatchReport, flood_waited: float
+    ) -> tuple[list[DeadLetter], _RetryPlan]:
+        """Split the failures into dead letters and one retry that waits the longest delay.
+
+        The retry is the next attempt unless every failure in it was flood control, which
+        uses no attempt and adds its wait to the event's flood total instead.
+        """
         dead: list[DeadLetter] = []
         retry: list[HandlerFailure] = []
-        delay = 0.0
+        delay, uses_attempt = 0.0, False
         for failure in report.failed:
-            letter, wait = self._decide(report, failure)
-            if letter is None:
+            decision = self.policy.decide(failure.error, report.attempt, flood_waited)
+            self._log_failure(report, failure, decision)
+            if decision.retry:
                 retry.append(failure)
-                delay = max(delay, wait)
+                delay = max(delay, decision.delay or 0.0)
+                uses_attempt = uses_attempt or decision.uses_attempt
             else:
-                dead.append(letter)
-        return dead, retry, delay
+                dead.append(
+                    DeadLetter(
+                        handler=failure.handler,
+                        reason=decision.reason,
+                        error=failure.description,
+                        attempts=report.attempt,
+                    )
+                )
+        attempt = report.attempt + 1 if uses_attempt else report.attempt
+        waited = flood_waited if uses_attempt else flood_waited + delay
+        return dead, _RetryPlan(retry, delay, attempt, waited)
 
-    def _decide(
-        self, report: DispatchReport, failure: HandlerFailure
-    ) -> tuple[DeadLetter | None, float]:
-        """A dead letter for this failure, or None and the seconds before its retry."""
-        attempt = report.attempt
-        decision = self.policy.decide(failure.error, attempt)
+    def _log_failure(
+        self, report: DispatchReport, failure: HandlerFailure, decision: RetryDecision
+    ) -> None:
+        """One line per failure; a traceback only for what is not a Telegram outcome.
+
+        A 429, a user who blocked the bot or a network blip is part of a bot's day: a
+        warning (retried) or an info line (dead-lettered). Anything else may be a bug: its
+        traceback is logged once per event, on the first attempt and when it is dead-lettered.
+        """
+        attempt, most = report.attempt, self.policy.max_attempts
         if decision.retry:
+            trace = failure.error if attempt == 1 and not decision.expected else None
             logger.warning(
                 "handler %s failed on %s (attempt %s of %s): %s",
                 failure.handler,
                 report.event_type,
                 attempt,
-                self.policy.max_attempts,
+                most,
                 failure.description,
-                # the traceback once per event, not on every retry
-                exc_info=failure.error if attempt == 1 else None,
+                exc_info=trace,
             )
-            return None, decision.delay or 0.0
-        logger.error(
-            "handler %s failed on %s (attempt %s of %s), dead-lettering it: %s",
+            return
+        logger.log(
+            logging.INFO if decision.expected else logging.ERROR,
+            "handler %s failed on %s (attempt %s of %s), dead-lettering it: %s (%s)",
             failure.handler,
             report.event_type,
             attempt,
-            self.policy.max_attempts,
+            most,
             decision.reason,
-            exc_info=failure.error,
+            failure.description,
+            exc_info=None if decision.expected else failure.error,
         )
-        letter = DeadLetter(
-            handler=failure.handler,
-            reason=decision.reason,
-            error=failure.description,
-            attempts=attempt,
-        )
-        return letter, 0.0
 
     async def _retry(
         self,
@@ -380,8 +403,7 @@ class BotRedisDispatcher:
         payload: Payload,
         meta: Payload,
         stream_name: str,
-        failures: list[HandlerFailure],
-        delay: float,
+        plan: _RetryPlan,
     ) -> DispatchReport:
         """Hand the failed handlers to the retry scheduler as one retry of the event.
 
@@ -390,28 +412,28 @@ class BotRedisDispatcher:
             RetrySchedulingError: the scheduler could not take the retry.
         """
         if self._retry_scheduler is None:
-            raise HandlerFailedError(report.event_type, failures)
-        delay = with_jitter(delay)
-        names = [failure.handler for failure in failures]
+            raise HandlerFailedError(report.event_type, plan.failures)
+        delay = with_jitter(plan.delay)
+        names = [failure.handler for failure in plan.failures]
         event = current_event()
         retry_payload = {
             **payload,
-            ATTEMPT_FIELD: report.attempt + 1,
+            ATTEMPT_FIELD: plan.attempt,
             HANDLERS_FIELD: names,
             ORIGIN_FIELD: meta.get(ORIGIN_FIELD) or (event.entry_id if event else ""),
         }
+        if plan.flood_waited:
+            retry_payload[FLOOD_WAITED_FIELD] = round(plan.flood_waited, 3)
         try:
             job = await self._retry_scheduler.schedule_retry(
                 stream_name=stream_name, payload=retry_payload, delay=delay
             )
         except Exception as exc:
-            msg = (
-                f"could not schedule attempt {report.attempt + 1} of {report.event_type!r}: {exc!r}"
-            )
+            msg = f"could not schedule attempt {plan.attempt} of {report.event_type!r}: {exc!r}"
             raise RetrySchedulingError(msg) from exc
         logger.info(
             "attempt %s of %s for %s scheduled in %.2fs",
-            report.attempt + 1,
+            plan.attempt,
             report.event_type,
             ", ".join(names),
             delay,
@@ -437,6 +459,15 @@ class BotRedisDispatcher:
         return DispatchReport(
             event_type=event_type, attempt=attempt, dead_letters=(letter,), unknown=True
         )
+
+
+class _RetryPlan(NamedTuple):
+    """The one retry an event's failures become: which handlers, when, as which attempt."""
+
+    failures: list[HandlerFailure]
+    delay: float
+    attempt: int
+    flood_waited: float
 
 
 class _Successes(OrderedDict[tuple[str, str], frozenset[str]]):
@@ -467,6 +498,14 @@ class _Successes(OrderedDict[tuple[str, str], frozenset[str]]):
         """The entry is settled: nothing to skip when it comes back."""
         if key is not None:
             self.pop(key, None)
+
+
+def _flood_waited(meta: Payload) -> float:
+    """Seconds of flood-control waits the event added up in earlier retries."""
+    try:
+        return max(float(meta.get(FLOOD_WAITED_FIELD, 0.0)), 0.0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _targets(meta: Payload) -> frozenset[str] | None:

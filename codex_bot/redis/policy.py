@@ -4,7 +4,7 @@ The default classifier, :func:`classify_failure`:
 
 | failure | decision |
 | --- | --- |
-| ``TelegramRetryAfter`` (flood control) | retry after Telegram's ``retry_after`` |
+| ``TelegramRetryAfter`` (flood control) | retry after Telegram's ``retry_after``, no attempt used |
 | ``TelegramForbiddenError`` (blocked by the user, kicked) | dead letter at once |
 | ``TelegramBadRequest`` (chat not found, malformed message) | dead letter at once |
 | ``TelegramMigrateToChat`` (group became a supergroup) | dead letter at once |
@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 _JITTER = 0.1
 """Jitter only adds, up to this share of the delay, so no retry comes back early."""
+DEFAULT_MAX_FLOOD_DELAY = 6 * 3600.0
+"""Seconds of flood-control waits an event may add up before it is dead-lettered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +36,18 @@ class RetryDecision:
         retry: False to dead-letter at once (the failure can never succeed).
         delay: Seconds to wait before the retry; None follows the dispatcher's backoff.
         reason: Why, for the dead-letter entry and the log.
+        uses_attempt: False for flood control: the retry does not count against
+            ``max_attempts``; instead, the time spent waiting counts against
+            ``max_flood_delay``.
+        expected: An outcome a bot meets in normal operation (Telegram's 429, a user who
+            blocked the bot, a network blip): logged in one line, without a traceback.
     """
 
     retry: bool
     delay: float | None = None
     reason: str = ""
+    uses_attempt: bool = True
+    expected: bool = False
 
 
 FailureClassifier = Callable[[BaseException], RetryDecision]
@@ -46,12 +55,14 @@ FailureClassifier = Callable[[BaseException], RetryDecision]
 
 BACKOFF = RetryDecision(retry=True, reason="retryable error")
 """The decision for errors that may pass: retry after the dispatcher's backoff."""
+FLOOD_REASON = "Telegram flood control"
 
 
 def classify_failure(exc: BaseException) -> RetryDecision:
     """The default classifier: Telegram-aware, everything else follows the backoff.
 
-    - ``TelegramRetryAfter``: retried after Telegram's ``retry_after``.
+    - ``TelegramRetryAfter``: retried after Telegram's ``retry_after``, without using an
+      attempt (flood control is back-pressure, not failure).
     - ``TelegramForbiddenError`` (blocked by the user, kicked from the chat),
       ``TelegramBadRequest`` (chat not found, a malformed message),
       ``TelegramMigrateToChat`` and ``TelegramEntityTooLarge``: the same request fails the
@@ -68,11 +79,15 @@ def classify_failure(exc: BaseException) -> RetryDecision:
     if errors is None:  # aiogram never loaded, so this cannot be one of its errors
         return BACKOFF
     if isinstance(exc, errors.TelegramRetryAfter):
-        return RetryDecision(True, float(exc.retry_after), "Telegram flood control")
+        return RetryDecision(
+            True, float(exc.retry_after), FLOOD_REASON, uses_attempt=False, expected=True
+        )
     for name, reason in _PERMANENT:
         permanent = getattr(errors, name, None)  # older aiogram 3 releases lack some
         if permanent is not None and isinstance(exc, permanent):
-            return RetryDecision(False, None, reason)
+            return RetryDecision(False, None, reason, expected=True)
+    if isinstance(exc, errors.TelegramAPIError):  # network, server, ...: nothing to trace
+        return replace(BACKOFF, expected=True)
     return BACKOFF
 
 
@@ -94,6 +109,8 @@ class RetryPolicy:
         retry_delay: Seconds before the first retry; retry n waits ``retry_delay * 2**(n-1)``.
         max_retry_delay: Cap of that backoff.
         classifier: ``exc -> RetryDecision``; the default knows aiogram's Telegram errors.
+        max_flood_delay: Seconds of flood-control waits (retries that use no attempt) an
+            event may add up across its retries before it is dead-lettered; 6 hours.
 
     Raises:
         ValueError: ``max_attempts`` below 1 or a negative delay.
@@ -103,17 +120,25 @@ class RetryPolicy:
     retry_delay: float = 60.0
     max_retry_delay: float = 3600.0
     classifier: FailureClassifier = classify_failure
+    max_flood_delay: float = DEFAULT_MAX_FLOOD_DELAY
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             msg = "max_attempts counts the first delivery, so it must be at least 1"
             raise ValueError(msg)
-        if self.retry_delay < 0 or self.max_retry_delay < 0:
-            msg = "retry_delay and max_retry_delay must not be negative"
+        if min(self.retry_delay, self.max_retry_delay, self.max_flood_delay) < 0:
+            msg = "retry_delay, max_retry_delay and max_flood_delay must not be negative"
             raise ValueError(msg)
 
-    def decide(self, error: BaseException, attempt: int) -> RetryDecision:
+    def decide(
+        self, error: BaseException, attempt: int, flood_waited: float = 0.0
+    ) -> RetryDecision:
         """What becomes of a failure on ``attempt`` (1 for the first delivery).
+
+        Args:
+            error: What the handler raised.
+            attempt: The attempt that failed.
+            flood_waited: Seconds of flood-control waits the event has added up so far.
 
         Returns:
             A retry with its delay before jitter (the classifier's, else the backoff), or
@@ -127,13 +152,21 @@ class RetryPolicy:
             decision = BACKOFF
         if not decision.retry:
             return replace(decision, reason=decision.reason or "the classifier ruled out a retry")
-        if attempt >= self.max_attempts:
-            reason = f"gave up after {attempt} attempts (max_attempts={self.max_attempts})"
-            return RetryDecision(False, None, reason)
         delay = decision.delay
         if delay is None:
             delay = backoff_delay(attempt, self.retry_delay, self.max_retry_delay)
-        return replace(decision, delay=max(delay, 0.0))
+        delay = max(delay, 0.0)
+        if not decision.uses_attempt:
+            if flood_waited + delay > self.max_flood_delay:
+                reason = (
+                    f"flood control kept it waiting {flood_waited + delay:.0f}s in all "
+                    f"(max_flood_delay={self.max_flood_delay:.0f})"
+                )
+                return replace(decision, retry=False, delay=None, reason=reason)
+        elif attempt >= self.max_attempts:
+            reason = f"gave up after {attempt} attempts (max_attempts={self.max_attempts})"
+            return replace(decision, retry=False, delay=None, reason=reason)
+        return replace(decision, delay=delay)
 
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:

@@ -21,12 +21,14 @@ from codex_bot.redis.codec import DEFAULT_LIMITS, EntryLimits
 from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
 from codex_bot.redis.exceptions import CodexBotError
 from codex_bot.redis.group import GroupKeeper, group_lost
+from codex_bot.redis.keepalive import HeldEntries
 from codex_bot.redis.letters import DELETED, letter
 from codex_bot.redis.runner import EntryRunner
 from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.types import (
     ClaimPage,
     Entry,
+    HeldEntriesProtocol,
     MessageCallback,
     OrderingKeyFunc,
     ReliableStreamStorageProtocol,
@@ -157,6 +159,18 @@ class RedisStreamProcessor:
             capacity=capacity,
             ledger=self._ledger,
         )
+        self._held = (
+            HeldEntries(
+                storage,
+                stream_name,
+                consumer_group_name,
+                consumer_name,
+                self._runner.held,
+                claim_min_idle_ms,
+            )
+            if isinstance(storage, HeldEntriesProtocol)
+            else None
+        )
         self._has_callback = False
         self._running = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -242,6 +256,8 @@ class RedisStreamProcessor:
         self._next_sweep = 0.0
         self._loop_task = asyncio.create_task(self._run(), name=f"codex-read:{self.stream_name}")
         self._ack_task = asyncio.create_task(self._acks.run(), name=f"codex-ack:{self.stream_name}")
+        if self._held is not None:
+            self._held.start()
         logger.info("consuming %s as %s/%s", self.stream_name, self.group_name, self.consumer_name)
 
     async def stop_listening(self) -> None:
@@ -257,6 +273,8 @@ class RedisStreamProcessor:
         await _cancel(self._loop_task)
         self._loop_task = None
         await self._runner.close(self.drain_timeout)
+        if self._held is not None:
+            await self._held.stop()
         if self._ack_task is not None:
             await _cancel(self._ack_task)
             self._ack_task = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from typing import Any
 
 from codex_bot.redis.acks import AckBuffer
@@ -114,6 +114,10 @@ class EntryRunner:
     def in_flight(self) -> int:
         """Entries admitted and not finished (running, or waiting for their key or a worker)."""
         return len(self._inflight_ids)
+
+    def held(self) -> Collection[str]:
+        """The ids of the entries admitted and not finished."""
+        return self._inflight_ids
 
     def skips(self, entry_id: str) -> bool:
         """Whether a claim must leave this entry alone: it is in flight, or parked."""

@@ -20,6 +20,20 @@ _RAW: dict[str, Any] = {NEVER_DECODE: True}
 """Read entries undecoded: with ``decode_responses=True`` one entry that is not UTF-8 would
 otherwise fail the whole reply, and stay pending forever as a poison pill."""
 
+_REFRESH_LUA = """
+local refreshed = 0
+for i = 3, #ARGV do
+  local row = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1]
+  if row and row[2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    refreshed = refreshed + 1
+  end
+end
+return refreshed
+"""
+"""KEYS: stream. ARGV: group, consumer, entry ids. Resets the idle time of the ids the consumer
+still owns (XCLAIM JUSTID counts no delivery); an id another consumer claimed is left alone."""
+
 _PENDING_PAGE = 100
 _LUA_MAX_FIELDS = 3500
 """Fields of one letter the dead-letter script takes; Lua unpacks about 8,000 values at most."""
@@ -60,6 +74,7 @@ class RedisStreamStorage:
         self._max_block_ms = int(timeout * 1000 * _BLOCK_MARGIN) if timeout else None
         self._dead_letter_script = redis.register_script(_DEAD_LETTER_LUA)
         self._ledger = RetryLedger(redis)
+        self._refresh_script = redis.register_script(_REFRESH_LUA)
         # redis-py leaves execute_command untyped
         self._execute: Callable[..., Awaitable[Any]] = redis.execute_command
 
@@ -289,6 +304,21 @@ class RedisStreamStorage:
         if not entry_ids:
             return 0
         return int(await self.redis.xack(stream_name, group_name, *entry_ids))
+
+    async def refresh_pending(
+        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
+    ) -> int:
+        """Reset the idle time of entries this consumer holds, so no one claims them.
+
+        An entry another consumer has claimed meanwhile is left with it.
+
+        Returns:
+            How many entries were refreshed.
+        """
+        if not entry_ids:
+            return 0
+        args = [group_name, consumer_name, *entry_ids]
+        return int(await self._refresh_script(keys=[stream_name], args=args))
 
     async def record_retry(self, stream_name: str, entry: LedgerEntry) -> None:
         """Write a retry handed to arq into ``stream_name``'s ledger (see ``ledger.py``)."""

@@ -223,6 +223,22 @@ class ReliableStreamStorageProtocol(Protocol):
 
 
 @runtime_checkable
+class HeldEntriesProtocol(Protocol):
+    """A storage that can keep held entries from looking idle (``RedisStreamStorage`` can).
+
+    An entry waiting in the processor (behind its chat, or for a send slot) for longer than
+    ``claim_min_idle_ms`` would otherwise be claimed and handled a second time by another
+    consumer, out of order.
+    """
+
+    async def refresh_pending(
+        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
+    ) -> int:
+        """Reset the idle time of the entries the consumer still owns; return how many."""
+        ...
+
+
+@runtime_checkable
 class RetryLedgerProtocol(Protocol):
     """A storage that keeps the retry ledger beside its streams (``RedisStreamStorage`` does).
 

@@ -312,6 +312,19 @@ class InMemoryStreamStorage:
             return 0
         return sum(group.pel.pop(_parse(e), None) is not None for e in set(entry_ids))
 
+    async def refresh_pending(
+        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
+    ) -> int:
+        """Reset the idle time of the entries the consumer still owns (XCLAIM JUSTID)."""
+        _, group = self._lookup(stream_name, group_name)
+        now, refreshed = self._clock(), 0
+        for entry_id in map(_parse, entry_ids):
+            nack = group.pel.get(entry_id)
+            if nack is not None and nack.consumer == consumer_name:
+                nack.delivered_at = now
+                refreshed += 1
+        return refreshed
+
     async def dead_letter(
         self,
         stream_name: str,
