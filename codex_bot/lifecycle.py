@@ -12,6 +12,7 @@ from typing import Any
 from aiogram import Dispatcher
 
 from codex_bot.redis.dispatcher import BotRedisDispatcher
+from codex_bot.redis.exceptions import CodexBotError
 from codex_bot.redis.processor import RedisStreamProcessor
 
 
@@ -39,6 +40,9 @@ def setup_redis_events(
 
     Raises:
         ValueError: ``container`` was given without a ``redis_dispatcher`` to set it on.
+        CodexBotError: the processor would fail in aiogram's startup hook: it has no message
+            callback and no ``redis_dispatcher`` is given, or its dispatcher was never set up
+            (pass ``container``, or call ``setup(container)`` first).
 
     Example:
         ```python
@@ -53,6 +57,7 @@ def setup_redis_events(
     elif container is not None:
         msg = "container is set on a BotRedisDispatcher: pass redis_dispatcher as well"
         raise ValueError(msg)
+    _check_ready(processor)
 
     async def start_redis_events() -> None:
         await processor.start_listening()
@@ -62,3 +67,21 @@ def setup_redis_events(
 
     dp.startup.register(start_redis_events)
     dp.shutdown.register(stop_redis_events)
+
+
+def _check_ready(processor: RedisStreamProcessor) -> None:
+    """Fail now, not inside aiogram's startup hook, if the processor cannot consume."""
+    callback = processor.message_callback
+    if callback is None:
+        msg = (
+            "the processor has no message callback: pass redis_dispatcher=... to "
+            "setup_redis_events, or call processor.set_message_callback(...) first"
+        )
+        raise CodexBotError(msg)
+    owner = getattr(callback, "__self__", None)
+    if isinstance(owner, BotRedisDispatcher) and not owner.is_ready:
+        msg = (
+            "the BotRedisDispatcher was never set up: pass container=... to "
+            "setup_redis_events, or call dispatcher.setup(container) first"
+        )
+        raise CodexBotError(msg)

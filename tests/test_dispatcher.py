@@ -5,6 +5,7 @@ Retries are tested in ``tests/test_retry*.py``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
@@ -192,3 +193,37 @@ async def test_a_failing_handler_through_the_processor_leaves_the_entry_pending(
     await wait_for(lambda: processor.stats.failed == 1, message="the failure")
     assert ran == ["broken", "fine"]
     assert await pending_count(redis, stream) == 1
+
+
+def test_a_handler_that_would_fail_on_every_event_is_refused_when_registered():
+    router = RedisRouter()
+    dispatcher = BotRedisDispatcher()
+    side_effects: list[str] = []
+
+    def plain(payload: dict[str, Any], container: Any) -> None:
+        side_effects.append("sent")
+
+    async def one_argument(payload: dict[str, Any]) -> None: ...
+
+    for register in (router.message("t"), dispatcher.on_message("t")):
+        with pytest.raises(TypeError, match="must be an 'async def'"):
+            register(plain)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"must take \(payload, container\)"):
+            register(one_argument)  # type: ignore[arg-type]
+    assert side_effects == []
+    assert not router.handlers
+    assert not dispatcher.handles("t")
+
+
+def test_async_callables_partials_and_extra_defaults_are_accepted():
+    class Sender:
+        async def __call__(self, payload: dict[str, Any], container: Any) -> None: ...
+
+    async def with_default(payload: dict[str, Any], container: Any, retries: int = 3) -> None: ...
+
+    async def three(prefix: str, payload: dict[str, Any], container: Any) -> None: ...
+
+    router = RedisRouter()
+    for handler in (Sender(), with_default, functools.partial(three, "x")):
+        router.message("t")(handler)
+    assert len(router.handlers["t"]) == 3

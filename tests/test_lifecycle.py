@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +31,7 @@ from codex_bot.redis import (
     RedisStreamStorage,
     StreamProducer,
 )
+from codex_bot.redis.exceptions import CodexBotError
 from codex_bot.testing.bot_api import TelegramBotAPIStandIn
 from codex_bot.testing.redis_server import RedisServer
 from tests.conftest import wait_for
@@ -332,3 +334,40 @@ def test_the_minimal_bot_says_what_is_missing_and_exits_2(
     assert err.startswith(expected)
     assert err.count("\n") == 1
     assert "SECRET" not in err
+
+
+def test_setup_redis_events_refuses_what_would_fail_in_aiogram_startup(redis: Redis) -> None:
+    processor = RedisStreamProcessor(RedisStreamStorage(redis), "s", "bot", "c1")
+    with pytest.raises(CodexBotError, match="no message callback"):
+        setup_redis_events(Dispatcher(), processor)
+    never_set_up = BotRedisDispatcher()
+    with pytest.raises(CodexBotError, match="never set up"):
+        setup_redis_events(Dispatcher(), processor, redis_dispatcher=never_set_up)
+    processor.set_message_callback(never_set_up.process_message)
+    with pytest.raises(CodexBotError, match="never set up"):
+        setup_redis_events(Dispatcher(), processor)
+    never_set_up.setup(container=None)
+    setup_redis_events(Dispatcher(), processor)  # now it can consume
+
+
+async def test_consuming_is_logged_once_the_group_is_ready(
+    fresh_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="codex_bot.redis.processor")
+    redis = Redis.from_url(fresh_server.url)
+    fresh_server.stop()
+    processor = RedisStreamProcessor(RedisStreamStorage(redis), "s", "bot", "c1", max_backoff=0.1)
+    events = BotRedisDispatcher()
+    events.setup(container=None)
+    processor.set_message_callback(events.process_message)
+    try:
+        await processor.start_listening()
+        await wait_for(lambda: processor.stats.errors >= 2, message="failed connections")
+        assert not [r for r in caplog.records if r.getMessage().startswith("consuming ")]
+        fresh_server.start()
+        await wait_for(lambda: processor.is_healthy, message="the group in place")
+        consuming = [r for r in caplog.records if r.getMessage().startswith("consuming ")]
+        assert [r.getMessage() for r in consuming] == ["consuming s as bot/c1"]
+    finally:
+        await processor.stop_listening()
+        await redis.aclose()

@@ -511,3 +511,16 @@ async def test_a_three_method_adapter_works_without_errors(redis, stream):
     await wait_for(lambda: processor.stats.acked == 3, message="three acked")
     await processor.stop_listening()
     assert processor.stats.errors == 0
+
+
+async def test_start_id_dollar_makes_a_new_group_skip_what_the_stream_holds(
+    redis, stream, make_processor
+):
+    await redis.xadd(stream, {"type": "t", "n": "old"})
+    recorder = Recorder()
+    processor = make_processor(redis, stream, recorder, start_id="$")
+    await processor.start_listening()
+    await wait_for(lambda: processor.is_healthy, message="the group")
+    new = await redis.xadd(stream, {"type": "t", "n": "new"})
+    await wait_for(lambda: recorder.entry_ids == [new], message="only the new event")
+    assert [p["n"] for p in recorder.payloads] == ["new"]

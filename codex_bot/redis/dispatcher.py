@@ -36,7 +36,7 @@ from codex_bot.redis.policy import (
     classify_failure,
     with_jitter,
 )
-from codex_bot.redis.router import HandlerEntry, RedisRouter
+from codex_bot.redis.router import HandlerEntry, RedisRouter, check_handler
 from codex_bot.redis.types import FilterFunc, HandlerFunc, Payload, RetrySchedulerProtocol
 
 logger = logging.getLogger(__name__)
@@ -184,6 +184,11 @@ class BotRedisDispatcher:
         """Handlers with their retry names, by type; rebuilt when a handler is added."""
 
     @property
+    def is_ready(self) -> bool:
+        """Whether ``setup(container)`` was called: events can be processed."""
+        return self._ready
+
+    @property
     def container(self) -> Any:
         """The container handlers receive; None before ``setup()``."""
         return self._container
@@ -207,9 +212,15 @@ class BotRedisDispatcher:
     def on_message(
         self, message_type: str, filter_func: FilterFunc | None = None
     ) -> Callable[[HandlerFunc], HandlerFunc]:
-        """Register the decorated handler for ``message_type`` on the dispatcher itself."""
+        """Register the decorated handler for ``message_type`` on the dispatcher itself.
+
+        Raises:
+            TypeError: (from the decorator) the handler is not an ``async def`` taking
+                ``(payload, container)``.
+        """
 
         def decorator(handler: HandlerFunc) -> HandlerFunc:
+            check_handler(handler)
             self._handlers.setdefault(message_type, []).append((handler, filter_func))
             self._named.clear()
             return handler

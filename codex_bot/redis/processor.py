@@ -84,6 +84,9 @@ class RedisStreamProcessor:
             the wait starts at 50 ms and doubles up to this.
         entry_limits: Bounds on an entry's fields, size, JSON nesting and ``type`` length;
             an entry beyond one is dead-lettered with a reason naming it.
+        start_id: Where a consumer group that does not exist yet starts: ``"0"`` (the
+            default) handles everything the stream holds, so a renamed group replays the
+            stream; ``"$"`` only what arrives from now on; or an entry id.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class RedisStreamProcessor:
         dead_letter_stream: str | None = None,
         max_backoff: float = 5.0,
         entry_limits: EntryLimits = DEFAULT_LIMITS,
+        start_id: str = "0",
     ) -> None:
         if batch_count < 1 or max_concurrency < 1:
             msg = "batch_count and max_concurrency must be at least 1"
@@ -131,7 +135,7 @@ class RedisStreamProcessor:
         self._ledger = storage if isinstance(storage, RetryLedgerProtocol) else None
         self._outage = Outage(stream_name, self.stats, logger)
         self._group = GroupKeeper(
-            self._storage, stream_name, consumer_group_name, consumer_name, self.stats
+            self._storage, stream_name, consumer_group_name, consumer_name, self.stats, start_id
         )
         capacity = asyncio.Event()
         self._acks = AckBuffer(
@@ -172,6 +176,7 @@ class RedisStreamProcessor:
             else None
         )
         self._has_callback = False
+        self._announced = False
         self._running = False
         self._loop_task: asyncio.Task[None] | None = None
         self._ack_task: asyncio.Task[None] | None = None
@@ -217,6 +222,11 @@ class RedisStreamProcessor:
         """Entries read and not finished yet (running or waiting for their key)."""
         return self._runner.in_flight
 
+    @property
+    def message_callback(self) -> MessageCallback | None:
+        """The callback set with ``set_message_callback``, or None."""
+        return self._runner.callback if self._has_callback else None
+
     def set_message_callback(self, callback: MessageCallback) -> None:
         """Set the async callable each event goes to.
 
@@ -253,12 +263,12 @@ class RedisStreamProcessor:
         self._running = True
         self._runner.open()
         self._group.lost()
+        self._announced = False
         self._next_sweep = 0.0
         self._loop_task = asyncio.create_task(self._run(), name=f"codex-read:{self.stream_name}")
         self._ack_task = asyncio.create_task(self._acks.run(), name=f"codex-ack:{self.stream_name}")
         if self._held is not None:
             self._held.start()
-        logger.info("consuming %s as %s/%s", self.stream_name, self.group_name, self.consumer_name)
 
     async def stop_listening(self) -> None:
         """Stop reading, let in-flight handlers finish (up to ``drain_timeout``), flush ACKs.
@@ -306,6 +316,14 @@ class RedisStreamProcessor:
                 if not self._group.ready:
                     await self._group.prepare()
                     self._outage.recovered()
+                    if not self._announced:  # once per start, when the group is in place
+                        self._announced = True
+                        logger.info(
+                            "consuming %s as %s/%s",
+                            self.stream_name,
+                            self.group_name,
+                            self.consumer_name,
+                        )
                     await self._drain_pages(self._own_pending_page, "recovering")
                 await self._runner.wait_for_capacity()
                 if loop.time() >= self._next_sweep:

@@ -2,11 +2,46 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from typing import Any
 
 from codex_bot.redis.types import FilterFunc, HandlerFunc
 
 HandlerEntry = tuple[HandlerFunc, FilterFunc | None]
+
+
+def check_handler(handler: Any) -> None:
+    """Refuse, at registration, a handler that would fail on every event.
+
+    A handler is an ``async def`` (or an object whose ``__call__`` is one, or a
+    ``functools.partial`` of one) called as ``handler(payload, container)``. A plain ``def``
+    would even run its side effects before failing, and be retried.
+
+    Raises:
+        TypeError: the handler is not async, or cannot take ``(payload, container)``.
+    """
+    name = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    if not callable(handler):
+        msg = f"handler {name!r} is not callable"
+        raise TypeError(msg)
+    # an object with an async __call__ is awaitable when called, though not a function
+    call = handler if inspect.isroutine(handler) else type(handler).__call__
+    if not (inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)):
+        msg = (
+            f"handler {name!r} must be an 'async def' taking (payload, container); a plain "
+            "function would run and then fail on every event"
+        )
+        raise TypeError(msg)
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # a callable Python cannot introspect: trust it
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        msg = f"handler {name!r} must take (payload, container), not {signature}"
+        raise TypeError(msg) from None
 
 
 class RedisRouter:
@@ -39,9 +74,14 @@ class RedisRouter:
 
         Returns:
             A decorator that returns the handler unchanged.
+
+        Raises:
+            TypeError: (from the decorator) the handler is not an ``async def`` taking
+                ``(payload, container)``.
         """
 
         def decorator(handler: HandlerFunc) -> HandlerFunc:
+            check_handler(handler)
             self._handlers.setdefault(message_type, []).append((handler, filter_func))
             return handler
 

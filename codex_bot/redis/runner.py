@@ -123,6 +123,11 @@ class EntryRunner:
         """Whether a claim must leave this entry alone: it is in flight, or parked."""
         return entry_id in self._inflight_ids or entry_id in self.parked
 
+    @property
+    def callback(self) -> MessageCallback:
+        """The callback each entry goes to."""
+        return self._callback
+
     def set_callback(self, callback: MessageCallback) -> None:
         """Set the callback; one that takes ``stream_name`` gets the stream's name."""
         self._callback = callback
