@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from codex_bot.redis import (
