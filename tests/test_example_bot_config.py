@@ -88,3 +88,12 @@ def test_the_arq_worker_refuses_a_malformed_redis_url_with_one_line() -> None:
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith("example_bot.worker: REDIS_URL='redis://***@localhost:port/0'")
     assert "hunter2" not in result.stderr
+
+
+def test_health_port_is_off_unless_set() -> None:
+    required = {"BOT_TOKEN": "42:X", "REDIS_URL": "redis://localhost:6379/0"}
+    assert Settings.from_env(required).health_port == 0
+    settings = Settings.from_env({**required, "HEALTH_PORT": "8080", "HEALTH_HOST": "127.0.0.1"})
+    assert (settings.health_port, settings.health_host) == (8080, "127.0.0.1")
+    with pytest.raises(SettingsError, match="HEALTH_PORT='http' is not a valid int"):
+        Settings.from_env({**required, "HEALTH_PORT": "http"})

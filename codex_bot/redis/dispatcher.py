@@ -273,7 +273,8 @@ class BotRedisDispatcher:
         if not failures:
             self._successes.forget(key)
             if self._observers:
-                self._notify(report, stream_name)
+                for observer in self._observers:
+                    observer.dispatched(report, stream_name)
             return report
         settled = report
         try:
