@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -36,6 +40,7 @@ from codex_bot.redis.dispatcher import handler_name
 from tests.conftest import pending_count, wait_for
 
 pytestmark = pytest.mark.redis_versions
+ROOT = Path(__file__).resolve().parent.parent
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -258,3 +263,31 @@ async def test_a_failure_nobody_retries_is_counted_failed_only() -> None:
         await events.process_message({"type": "t"}, stream_name="s")
     assert counts.by_type == {("s", "t"): [0, 1, 0, 0]}
     assert sum(counts.handlers["t", handler_name(flaky)].counts) == 1
+
+
+def test_without_prometheus_client_only_the_metrics_need_it(tmp_path: Path) -> None:
+    # a package that fails to import stands in for an install without the prometheus extra
+    shadow = tmp_path / "prometheus_client"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    script = (
+        "import codex_bot.health, codex_bot.lifecycle, example_bot.app\n"
+        "try:\n"
+        "    import codex_bot.metrics\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == (
+        'codex_bot.metrics needs prometheus-client: pip install "codex_bot[prometheus]"'
+    )

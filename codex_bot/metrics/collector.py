@@ -129,7 +129,7 @@ class BotCollector:
         yield from self._telegram_families(samples)
 
     def _event_families(self, samples: bool) -> Iterator[Metric]:
-        rows = [row for counts in self.counts for row in tuple(counts.by_type.items())]
+        rows = [row for counts in self.counts for row in counts.by_type.items()]
         for index, name, doc in _EVENTS:
             counter = CounterMetricFamily(PREFIX + name, doc, labels=_TYPE)
             for (stream, event_type), values in rows if samples else ():

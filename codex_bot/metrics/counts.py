@@ -76,21 +76,32 @@ class EventCounts:
         buckets: Upper bounds of the handler-duration buckets, in seconds.
 
     Attributes:
-        by_type: ``(stream, type) -> [handled, failed, retried, dead-lettered]``: events
-            whose handlers all succeeded; events with a handler that failed; events handed
-            to a retry; events with a dead letter (failures not retried, unknown types).
         handlers: ``(type, handler) -> HandlerTiming``.
     """
 
     def __init__(self, buckets: Sequence[float] = HANDLER_BUCKETS) -> None:
         self.buckets = tuple(sorted(buckets))
-        self.by_type: dict[tuple[str, str], list[int]] = {}
         self.handlers: dict[tuple[str, str], HandlerTiming] = {}
-        self._types_per_stream: dict[str, int] = {}
+        # by stream, then type: no key tuple to allocate per event
+        self._streams: dict[str, dict[str, list[int]]] = {}
+
+    @property
+    def by_type(self) -> dict[tuple[str, str], list[int]]:
+        """``(stream, type) -> [handled, failed, retried, dead-lettered]`` (a copy).
+
+        Events whose handlers all succeeded; events with a handler that failed; events
+        handed to a retry; events with a dead letter (failures not retried, unknown types).
+        """
+        return {
+            (stream, event_type): list(counts)
+            for stream, types in tuple(self._streams.items())
+            for event_type, counts in tuple(types.items())
+        }
 
     def dispatched(self, report: DispatchReport, stream_name: str) -> None:
         """Count one event (``DispatchObserver``)."""
-        counts = self.by_type.get((stream_name, report.event_type))
+        types = self._streams.get(stream_name)
+        counts = None if types is None else types.get(report.event_type)
         if counts is None:
             counts = self._new_type(stream_name, report.event_type)
         if not report.failed:
@@ -106,11 +117,10 @@ class EventCounts:
             counts[DEAD_LETTERED] += 1
 
     def _new_type(self, stream: str, event_type: str) -> list[int]:
-        seen = self._types_per_stream.get(stream, 0)
-        if seen >= MAX_TYPES:
-            return self.by_type.setdefault((stream, OTHER_TYPE), [0, 0, 0, 0])
-        self._types_per_stream[stream] = seen + 1
-        counts = self.by_type[stream, event_type] = [0, 0, 0, 0]
+        types = self._streams.setdefault(stream, {})
+        if len(types) >= MAX_TYPES:
+            return types.setdefault(OTHER_TYPE, [0, 0, 0, 0])
+        counts = types[event_type] = [0, 0, 0, 0]
         return counts
 
     def handler_timer(self, event_type: str, handler: str) -> HandlerTimer:
