@@ -58,6 +58,9 @@ def check_health(processors: Processors) -> Health:
 
     Args:
         processors: One processor or several (one per stream).
+
+    Returns:
+        Healthy when every processor consumes; otherwise the reasons, one per problem.
     """
     reasons: list[str] = []
     streams: list[dict[str, Any]] = []

@@ -95,6 +95,9 @@ class StreamFigures:
 
         Concurrent callers share one read; a read that fails or times out leaves every
         figure unknown (None) until the next one succeeds.
+
+        Returns:
+            The figures, fresh or at most ``max_age`` seconds old.
         """
         self._loop = asyncio.get_running_loop()
         if self._task is None and self._stale():
