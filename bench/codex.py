@@ -3,18 +3,20 @@
 Modes (``python -m bench.codex MODE --url ... --stream ...``):
 ``drain`` (no-op handler over a pre-filled backlog), ``latency`` (paced producer in the same
 process), ``slow`` (50 ms handlers, ``max_concurrency=100``, per-chat order checked) and
-``memory`` (peak RSS while draining, minus the same process idle).
+``memory`` (peak RSS while draining, minus the same process idle). ``--metrics`` runs it
+with ``codex_bot.metrics.instrument`` on, scraped once a second while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import resource
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -82,15 +84,58 @@ class CountingStorage(RedisStreamStorage):
         }
 
 
+SCRAPE_INTERVAL = 1.0
+"""Seconds between scrapes with ``--metrics`` (Prometheus's default is 15 s)."""
+
+
 def _processor(
-    storage: RedisStreamStorage, stream: str, group: str, handler: Any, **settings: Any
+    storage: RedisStreamStorage,
+    stream: str,
+    group: str,
+    handler: Any,
+    *,
+    metrics: bool = False,
+    **settings: Any,
 ) -> RedisStreamProcessor:
     dispatcher = BotRedisDispatcher()
     dispatcher.on_message(EVENT_TYPE)(handler)
     dispatcher.setup(container=SimpleNamespace())
     processor = RedisStreamProcessor(storage, stream, group, CONSUMER, **settings)
     processor.set_message_callback(dispatcher.process_message)
+    if metrics:
+        from prometheus_client import CollectorRegistry
+
+        from codex_bot.metrics import instrument
+
+        _INSTRUMENTED[processor] = instrument(processor, dispatcher, CollectorRegistry())
     return processor
+
+
+_INSTRUMENTED: dict[RedisStreamProcessor, Any] = {}
+"""``BotMetrics`` of the processors built with ``metrics=True``."""
+
+
+@contextlib.asynccontextmanager
+async def _scraping(processor: RedisStreamProcessor) -> AsyncIterator[list[int]]:
+    """Scrape the processor's metrics every ``SCRAPE_INTERVAL`` while the block runs.
+
+    Yields the sizes of the scrapes (none when the processor is not instrumented).
+    """
+    metrics, sizes = _INSTRUMENTED.get(processor), []
+
+    async def scrape() -> None:
+        while True:
+            sizes.append(len(await metrics.scrape()))
+            await asyncio.sleep(SCRAPE_INTERVAL)
+
+    task = asyncio.create_task(scrape()) if metrics else None
+    try:
+        yield sizes
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def _wait_acked(processor: RedisStreamProcessor, redis: Redis, args: Any, total: int) -> None:
@@ -113,15 +158,20 @@ async def _drain(redis: Redis, storage: RedisStreamStorage, args: Any) -> dict[s
         if handled == total:
             done.set()
 
-    processor = _processor(storage, args.stream, args.group, noop)
+    processor = _processor(storage, args.stream, args.group, noop, metrics=args.metrics)
     cpu, started = time.process_time(), time.perf_counter()
-    await processor.start_listening()
-    await wait_done(done, lambda: handled)
-    await _wait_acked(processor, redis, args, total)
-    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    async with _scraping(processor) as scrapes:
+        await processor.start_listening()
+        await wait_done(done, lambda: handled)
+        await _wait_acked(processor, redis, args, total)
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     await processor.stop_listening()
     state = await group_state(redis, args.stream, args.group)
-    return drain_result(handled, seconds, cpu, state, await last_entry_id(redis, args.stream))
+    result = drain_result(handled, seconds, cpu, state, await last_entry_id(redis, args.stream))
+    result["metrics"] = args.metrics
+    if args.metrics:
+        result["scrapes"] = len(scrapes)
+    return result
 
 
 async def _drain_mode(args: argparse.Namespace) -> dict[str, Any]:

@@ -87,6 +87,9 @@ def child_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=500.0, help="latency: events/s")
     parser.add_argument("--seconds", type=float, default=5.0, help="latency: producer run")
     parser.add_argument("--no-hiredis", action="store_true")
+    parser.add_argument(
+        "--metrics", action="store_true", help="codex: instrument() it and scrape once a second"
+    )
     parser.add_argument("--start-id", default="0", help="drain: where a pre-made group starts")
     return parser
 

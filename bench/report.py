@@ -13,6 +13,7 @@ P50_MS = 1.0
 P99_MS = 3.0
 SLOW_S = 1.5
 RSS_MB = 20.0
+METRICS_OVERHEAD = 0.10
 
 Row = tuple[str, str, str, str]
 """(what, measured, target, PASS/MISS or a note)."""
@@ -40,6 +41,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     p50, p99 = r.get("lat_p50_ms"), r.get("lat_p99_ms")
     slow, order = r.get("slow_s"), r.get("slow_order_ok")
     rss = r.get("rss_growth_mb")
+    overhead = r.get("metrics_overhead")
     return [
         _target("drain_vs_floor", vs_floor, f">= {FLOOR_SHARE:.0%} of floor", FLOOR_SHARE, "ge"),
         _target("drain_vs_seed", vs_seed, f">= {SEED_MULTIPLE:.0f}x seed", SEED_MULTIPLE, "ge"),
@@ -53,6 +55,13 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": order,
         },
         _target("rss_growth_mb", rss, f"<= {RSS_MB:.0f} MB", RSS_MB, "le"),
+        _target(
+            "metrics_overhead",
+            overhead,
+            f"< {METRICS_OVERHEAD:.0%} slower",
+            METRICS_OVERHEAD,
+            "le",
+        ),
     ]
 
 
@@ -116,6 +125,8 @@ def _drain_rows(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, An
             + ("" if multiple["value"] is None else f" ({multiple['value']:.1f}x)"),
         ),
     ]
+    if "metrics_overhead" in verdicts:  # runs saved before it have no such row
+        out.insert(2, _metrics_row(r, drain, verdicts))
     fast = drain.get("faststream") or {}
     if fast.get("skipped"):
         out.append(("drain: FastStream StreamSub", "skipped", "", fast["skipped"]))
@@ -135,6 +146,21 @@ def _drain_rows(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, An
             )
         )
     return out
+
+
+def _metrics_row(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, Any]) -> Row:
+    verdict = verdicts["metrics_overhead"]
+    overhead = verdict["value"]
+    return (
+        "drain: codex_bot, metrics on (a scrape/s)",
+        _measured(r.get("codex_bot_metrics_eps"), drain.get("codex_bot_metrics")),
+        verdict["target"],
+        _verdict(verdict["pass"]) + ("" if overhead is None else f" ({_slower(overhead)})"),
+    )
+
+
+def _slower(overhead: float) -> str:
+    return f"{overhead:.1%} slower" if overhead >= 0 else f"{-overhead:.1%} faster"
 
 
 def _latency_rows(lat: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:

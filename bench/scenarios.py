@@ -51,7 +51,14 @@ class Sizes:
     extras: bool
 
 
-FULL = Sizes(100_000, 20_000, 3, 500.0, 5.0, 2_000, 200, 200_000, extras=True)
+DRAIN_CONTENDERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("floor", "floor", ()),
+    ("codex_bot", "codex", ()),
+    ("codex_bot_metrics", "codex", ("--metrics",)),
+)
+"""Drain contenders run ``repeat`` times each, interleaved: name, module, extra arguments."""
+
+FULL = Sizes(100_000, 20_000, 5, 500.0, 5.0, 2_000, 200, 200_000, extras=True)
 QUICK = Sizes(3_000, 1_000, 1, 500.0, 1.0, 400, 40, 10_000, extras=False)
 
 
@@ -138,16 +145,19 @@ class Bench:
         s, r = self.sizes, self.results
         say(f"drain: {s.drain_events:,} events, no-op handler, fresh group per run")
         self.fill("drain", "drain", s.drain_events)
-        runs: dict[str, list[dict[str, Any]]] = {"floor": [], "codex_bot": []}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in DRAIN_CONTENDERS}
+        # interleaved, so a noisy neighbour slows every contender alike
         for n in range(s.repeat):
-            for name, module in (("floor", "floor"), ("codex_bot", "codex")):
-                run = self.attempt(name, self.child, module, "drain", "drain", s.drain_events)
+            for name, module, extra in DRAIN_CONTENDERS:
+                run = self.attempt(
+                    name, self.child, module, "drain", "drain", s.drain_events, *extra
+                )
                 if run:
                     runs[name].append(run)
                     say(f"  {name} run {n + 1}/{s.repeat}: {_eps(run)}{_acked(run)}")
-        drain: dict[str, Any] = {"floor_runs": runs["floor"], "codex_bot_runs": runs["codex_bot"]}
-        drain["floor"] = _median_run(runs["floor"])
-        drain["codex_bot"] = _median_run(runs["codex_bot"])
+        drain: dict[str, Any] = {f"{name}_runs": found for name, found in runs.items()}
+        for name, found in runs.items():
+            drain[name] = _median_run(found)
         drain["seed"] = self.attempt(
             "seed", self.child, "seed_baseline", "drain", "drain", s.drain_events
         )
@@ -168,13 +178,18 @@ class Bench:
         r["drain"] = drain
         r["floor_eps"] = _get(drain["floor"], "eps")
         r["codex_bot_eps"] = _get(drain["codex_bot"], "eps")
+        r["codex_bot_metrics_eps"] = _get(drain["codex_bot_metrics"], "eps")
+        if r["codex_bot_eps"] and r["codex_bot_metrics_eps"]:
+            r["metrics_overhead"] = 1 - r["codex_bot_metrics_eps"] / r["codex_bot_eps"]
+            pairs = zip(runs["codex_bot"], runs["codex_bot_metrics"], strict=False)
+            r["metrics_overhead_per_round"] = [1 - on["eps"] / off["eps"] for off, on in pairs]
         r["seed_eps"] = _get(drain["seed"], "eps")
         r["faststream_eps"] = _get(drain["faststream"], "eps")
         if r["codex_bot_eps"] and r["floor_eps"]:
             r["codex_vs_floor"] = r["codex_bot_eps"] / r["floor_eps"]
         if r["codex_bot_eps"] and r["seed_eps"]:
             r["codex_vs_seed"] = r["codex_bot_eps"] / r["seed_eps"]
-        for name in ("codex_bot", "floor"):
+        for name in ("codex_bot", "codex_bot_metrics", "floor"):
             if drain[name]:
                 r[f"{name}_cpu_us_per_event"] = drain[name]["cpu_us_per_event"]
         r["floor_read_count"] = _get(drain["floor"], "read_count")

@@ -7,13 +7,20 @@ updates flow and its shutdown hooks before the bot session is closed.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any
 
 from aiogram import Dispatcher
 
+from codex_bot.health import HealthServer, Processors, start_health_server
 from codex_bot.redis.dispatcher import BotRedisDispatcher
 from codex_bot.redis.exceptions import CodexBotError
 from codex_bot.redis.processor import RedisStreamProcessor
+
+if TYPE_CHECKING:
+    from codex_bot.metrics import BotMetrics
+
+logger = logging.getLogger(__name__)
 
 
 def setup_redis_events(
@@ -85,3 +92,49 @@ def _check_ready(processor: RedisStreamProcessor) -> None:
             "setup_redis_events, or call dispatcher.setup(container) first"
         )
         raise CodexBotError(msg)
+
+
+def setup_health_server(
+    dp: Dispatcher,
+    processors: Processors,
+    *,
+    port: int = 8080,
+    host: str = "0.0.0.0",  # a probe comes from outside the container
+    metrics: BotMetrics | None = None,
+) -> None:
+    """Serve ``/healthz`` (and ``/metrics``) from the bot's startup until its shutdown.
+
+    Call it after ``setup_redis_events``: shutdown hooks run in the order they were added,
+    so the probe answers 503 ("stopped") while the processor drains, then goes away. A port
+    that cannot be bound is logged as an error and the bot runs without it (a startup hook
+    that raised would make aiogram skip every shutdown hook, the processor's drain included).
+
+    Args:
+        dp: The aiogram dispatcher whose ``startup``/``shutdown`` observers get the hooks.
+        processors: The processor, or several (one per stream).
+        port: The port of the health server.
+        host: The address it listens on (every interface by default).
+        metrics: What ``codex_bot.metrics.instrument()`` returned; serves ``/metrics``.
+
+    Example:
+        ```python
+        setup_redis_events(dp, processor, redis_dispatcher=events, container=container)
+        setup_health_server(dp, processor, port=8080, metrics=instrument(processor, events))
+        ```
+    """
+    servers: list[HealthServer] = []
+
+    async def start_health() -> None:
+        try:
+            servers.append(
+                await start_health_server(processors, port=port, host=host, metrics=metrics)
+            )
+        except OSError as exc:
+            logger.error("no health checks: cannot listen on %s:%s: %s", host, port, exc)  # noqa: TRY400 - no traceback: the line says it
+
+    async def stop_health() -> None:
+        while servers:
+            await servers.pop().stop()
+
+    dp.startup.register(start_health)
+    dp.shutdown.register(stop_health)

@@ -11,7 +11,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from codex_bot.discovery import include_features
-from codex_bot.lifecycle import setup_redis_events
+from codex_bot.lifecycle import setup_health_server, setup_redis_events
 from codex_bot.redis import (
     ArqRetryScheduler,
     BotRedisDispatcher,
@@ -57,4 +57,15 @@ def create_dispatcher(
     dp = Dispatcher(container=container)
     include_features(events, settings.features, dp=dp)
     setup_redis_events(dp, processor, redis_dispatcher=events, container=container)
+    if settings.health_port:
+        # only then: prometheus-client is an extra (pip install "codex_bot[prometheus]")
+        from prometheus_client import CollectorRegistry
+
+        from codex_bot.metrics import instrument
+
+        # a registry of its own: tests and demos build several bots in one process
+        metrics = instrument(processor, events, CollectorRegistry())
+        setup_health_server(
+            dp, processor, port=settings.health_port, host=settings.health_host, metrics=metrics
+        )
     return dp

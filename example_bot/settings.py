@@ -46,6 +46,9 @@ class Settings:
         arq_queue: ``ARQ_QUEUE``: the arq queue retries go through.
         telegram_api_url: ``TELEGRAM_API_URL``: a self-hosted Bot API server (or the local
             stand-in); empty means Telegram's own.
+        health_port: ``HEALTH_PORT``: serve ``/healthz`` and ``/metrics`` on this port;
+            0 (the default) serves neither.
+        health_host: ``HEALTH_HOST``: the address they listen on.
         features: The feature packages to load (code, not environment).
     """
 
@@ -63,6 +66,8 @@ class Settings:
     max_retry_delay: float = 3600.0
     arq_queue: str = "arq:queue"
     telegram_api_url: str = ""
+    health_port: int = 0
+    health_host: str = "0.0.0.0"  # a probe or a Prometheus server comes from outside
     features: tuple[str, ...] = FEATURES
 
     @classmethod

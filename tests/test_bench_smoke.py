@@ -30,8 +30,12 @@ def test_quick_drain_writes_every_key(tmp_path: Path) -> None:
     assert set(REQUIRED_KEYS) <= set(results)
     for key in ("floor_eps", "codex_bot_eps", "seed_eps"):
         assert results[key] > 0, key
-    for contender in ("floor", "codex_bot"):
+    for contender in ("floor", "codex_bot", "codex_bot_metrics"):
         assert results["drain"][contender]["all_acked"], results["drain"][contender]
+    assert results["drain"]["codex_bot_metrics"]["metrics"] is True
+    assert results["drain"]["codex_bot_metrics"]["scrapes"] >= 1
+    assert results["codex_bot_metrics_eps"] > 0
+    assert "metrics_overhead" in results
     assert results["drain"]["seed"]["group"]["pending"] == 0
     if importlib.util.find_spec("faststream") is None:
         assert results["faststream_eps"] is None
@@ -40,6 +44,7 @@ def test_quick_drain_writes_every_key(tmp_path: Path) -> None:
         assert results["faststream_eps"] > 0
     assert results["machine"]["cores"]
     assert "codex_bot, default settings" in proc.stdout
+    assert "codex_bot, metrics on" in proc.stdout
 
 
 def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
@@ -75,5 +80,6 @@ def test_targets_and_table_from_partial_results() -> None:
         "slow_s": None,
         "slow_order_ok": None,
         "rss_growth_mb": True,
+        "metrics_overhead": None,
     }
     assert render(rows(results)).startswith("scenario")

@@ -51,3 +51,12 @@ def test_the_worker_module_imports_whatever_redis_url_holds(value: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_health_port_is_off_unless_set() -> None:
+    required = {"BOT_TOKEN": "42:X", "REDIS_URL": "redis://localhost:6379/0"}
+    assert Settings.from_env(required).health_port == 0
+    settings = Settings.from_env({**required, "HEALTH_PORT": "8080", "HEALTH_HOST": "127.0.0.1"})
+    assert (settings.health_port, settings.health_host) == (8080, "127.0.0.1")
+    with pytest.raises(SettingsError, match="HEALTH_PORT='http' is not a valid int"):
+        Settings.from_env({**required, "HEALTH_PORT": "http"})

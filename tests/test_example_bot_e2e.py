@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import pytest
 import redis as sync_redis
 from aiogram import Bot, Dispatcher
@@ -33,6 +34,7 @@ from codex_bot.redis.constants import (
     DEAD_SOURCE_ID_FIELD,
 )
 from codex_bot.testing.bot_api import TelegramBotAPIStandIn
+from codex_bot.testing.redis_server import free_port
 from example_bot.app import create_dispatcher
 from example_bot.backend import booking, notification
 from example_bot.backend import main as backend_main
@@ -90,7 +92,7 @@ async def start_bot(
     """Start the example bot against the stand-in; everything is stopped after the test."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(latency: float = 0.0) -> ExampleBot:
+        async def start(latency: float = 0.0, **overrides: Any) -> ExampleBot:
             api = await stack.enter_async_context(TelegramBotAPIStandIn(latency=latency))
             settings = Settings(
                 bot_token=TOKEN,
@@ -103,6 +105,7 @@ async def start_bot(
                 max_attempts=3,
                 retry_delay=0.2,
                 max_retry_delay=1.0,
+                **overrides,
             )
             client = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
             stack.push_async_callback(client.aclose)
@@ -151,6 +154,31 @@ async def test_notifications_and_bookings_arrive_as_written(
     ]
     assert await bot.pending() == 0
     assert await bot.dead_letters() == []
+
+
+async def test_health_and_metrics_on_health_port(
+    start_bot: Callable[..., Awaitable[ExampleBot]],
+) -> None:
+    port = free_port()
+    bot = await start_bot(health_port=port, health_host="127.0.0.1")
+    bot.push(notification(1, "Your order has shipped"))
+    await wait_for(lambda: bot.container.processor().stats.acked == 1, message="the ack")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
+            assert (await response.json())["status"] == "ok"
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    stream = bot.settings.stream_name
+    assert (
+        f'codex_bot_events_handled_total{{stream="{stream}",type="notification.created"}} 1.0'
+        in text
+    )
+    assert f'handler="{HANDLER}",le="+Inf",type="notification.created"}} 1.0' in text
+    await bot.stop()
+    with pytest.raises(aiohttp.ClientConnectionError):  # the shutdown stopped it
+        async with aiohttp.ClientSession() as http:
+            await http.get(f"http://127.0.0.1:{port}/healthz")
 
 
 async def test_a_429_is_retried_after_its_retry_after(

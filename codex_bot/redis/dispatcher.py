@@ -28,6 +28,7 @@ from codex_bot.redis.exceptions import (
     RetrySchedulingError,
 )
 from codex_bot.redis.ledger import LedgerEntry
+from codex_bot.redis.observer import DispatchObserver, timed_handlers
 from codex_bot.redis.policy import (
     DEFAULT_MAX_FLOOD_DELAY,
     FailureClassifier,
@@ -182,6 +183,7 @@ class BotRedisDispatcher:
         self._successes = _Successes(_REMEMBERED)
         self._named: dict[str, list[_Named]] = {}
         """Handlers with their retry names, by type; rebuilt when a handler is added."""
+        self._observers: list[DispatchObserver] = []
 
     @property
     def is_ready(self) -> bool:
@@ -227,6 +229,15 @@ class BotRedisDispatcher:
 
         return decorator
 
+    def add_observer(self, observer: DispatchObserver) -> None:
+        """Tell ``observer`` what becomes of every event, and time handlers it asks to time.
+
+        ``codex_bot.metrics.instrument`` adds one; without observers an event costs one
+        extra truthiness check.
+        """
+        self._observers.append(observer)
+        self._named.clear()  # handlers are wrapped for timing when their type next comes
+
     def handles(self, message_type: str) -> bool:
         """Whether any handler is registered for ``message_type``."""
         return message_type in self._handlers
@@ -269,7 +280,9 @@ class BotRedisDispatcher:
             named = self._name_handlers(event_type)
         attempt = attempt_of(meta) if meta else 1
         if not named and targets is None:
-            return self._unknown(event_type, attempt)
+            unknown = self._unknown(event_type, attempt)
+            self._notify(unknown, stream_name)
+            return unknown
         # a redelivered entry skips the handlers that already succeeded on it
         key = _entry_key(stream_name) if self._successes or meta else None
         done = self._successes.done(key)
@@ -283,11 +296,26 @@ class BotRedisDispatcher:
         )
         if not failures:
             self._successes.forget(key)
+            if self._observers:
+                for observer in self._observers:
+                    observer.dispatched(report, stream_name)
             return report
-        return await self._settle(report, payload, meta, stream_name, done)
+        settled = report
+        try:
+            settled = await self._settle(report, payload, meta, stream_name, done)
+        finally:
+            # when it raised, the report before settling: failed, neither retried nor dead
+            self._notify(settled, stream_name)
+        return settled
+
+    def _notify(self, report: DispatchReport, stream_name: str) -> None:
+        for observer in self._observers:
+            observer.dispatched(report, stream_name)
 
     def _name_handlers(self, event_type: str) -> list[_Named]:
         named = _named(self._handlers.get(event_type, ()))
+        if self._observers:
+            named = timed_handlers(event_type, named, self._observers)
         self._named[event_type] = named
         return named
 
