@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def _profiled_drain(url: str, events: int, profiler: cProfile.Profile) -> dict[str, object]:
     redis = connect(url)
-    args = SimpleNamespace(stream="drain", group="profile", events=events)
+    args = SimpleNamespace(stream="drain", group="profile", events=events, metrics=False)
     try:
         profiler.enable()
         result = await _drain(redis, CountingStorage(redis), args)

@@ -29,7 +29,6 @@ from codex_bot.redis.storage import RedisStreamStorage
 from codex_bot.redis.types import (
     ClaimPage,
     HandlingReport,
-    InFlight,
     ReliableStreamStorageProtocol,
     RetrySchedulerProtocol,
     StreamStorageProtocol,
@@ -50,7 +49,6 @@ __all__ = [
     "HandlerFailedError",
     "HandlerFailure",
     "HandlingReport",
-    "InFlight",
     "MalformedEventError",
     "PickleRefusedError",
     "ProcessorStats",

@@ -60,7 +60,8 @@ class GroupKeeper:
         """The group exists as far as this process knows."""
         self.last_seen_id: str | None = None
         self._existed = False
-        self._left_pending: dict[str, None] = {}
+        self.left_pending: dict[str, None] = {}
+        """Entries whose handling failed and that stay pending (restored if the group goes)."""
         self._restore_due = False
 
     async def prepare(self) -> None:
@@ -98,22 +99,22 @@ class GroupKeeper:
 
     def failed(self, entry_id: str) -> None:
         """An entry's handling failed and it stays pending: restore it if the group vanishes."""
-        if len(self._left_pending) < _MAX_LEFT_PENDING:
-            self._left_pending[entry_id] = None
+        if len(self.left_pending) < _MAX_LEFT_PENDING:
+            self.left_pending[entry_id] = None
 
     def settled(self, entry_id: str) -> None:
         """An entry was acknowledged or dead-lettered: nothing to restore for it."""
-        if self._left_pending:
-            self._left_pending.pop(entry_id, None)
+        if self.left_pending:
+            self.left_pending.pop(entry_id, None)
 
     async def _restore_left_pending(self) -> None:
-        if not self._left_pending:
+        if not self.left_pending:
             return
-        ids = list(self._left_pending)
+        ids = list(self.left_pending)
         await self.storage.restore_pending(
             self.stream_name, self.group_name, self.consumer_name, ids
         )
-        self._left_pending.clear()
+        self.left_pending.clear()
         logger.warning(
             "restored %s failed entr(ies) to the recreated group %s on %s",
             len(ids),

@@ -413,4 +413,9 @@ def _entries(reply: Any) -> list[Any]:
         batches = [messages for value in reply.values() for messages in value]
     else:
         batches = [messages for _, messages in reply]
-    return [(text(entry_id), fields) for messages in batches for entry_id, fields in messages]
+    # the hot path of every entry read: text() inlined
+    return [
+        (entry_id.decode() if type(entry_id) is bytes else entry_id, fields)
+        for messages in batches
+        for entry_id, fields in messages
+    ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from codex_bot.redis.ledger import LedgerEntry
@@ -24,31 +24,6 @@ OrderingKeyFunc: TypeAlias = Callable[[Payload], Any]
 """Returns the key whose events must run one after another, or ``None`` for no order."""
 Entry: TypeAlias = tuple[str, Mapping[Any, Any]]
 """``(entry_id, fields)`` as a storage returns it; fields may be ``bytes`` or ``str``."""
-
-
-class InFlight(NamedTuple):
-    """An entry the processor admitted and has not finished (a NamedTuple: one per event).
-
-    Attributes:
-        entry_id: Its id in the stream.
-        fields: The fields as read (``bytes`` or ``str``), for a dead letter.
-        payload: The decoded event the callback gets.
-        deliveries: How often the group delivered it (1 on a first read).
-        key: Its ordering key: entries with the same key run one after another.
-    """
-
-    entry_id: str
-    fields: Mapping[Any, Any]
-    payload: Payload
-    deliveries: int
-    key: Hashable | None
-
-
-Admission: TypeAlias = tuple[InFlight | None, str]
-"""``(item, reason)``: handle ``item``; or, when it is None, dead-letter the entry for ``reason``.
-
-A plain tuple rather than a NamedTuple: one is built for every entry read.
-"""
 
 
 class DeadLetterInfo(Protocol):
