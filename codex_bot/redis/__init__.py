@@ -12,8 +12,9 @@ from codex_bot.redis.exceptions import (
     MalformedEventError,
     RetrySchedulingError,
 )
+from codex_bot.redis.partitioning import default_ordering_key, partition_of, partition_stream
 from codex_bot.redis.policy import RetryDecision, RetryPolicy, classify_failure
-from codex_bot.redis.processor import RedisStreamProcessor, default_ordering_key
+from codex_bot.redis.processor import RedisStreamProcessor
 from codex_bot.redis.producer import StreamProducer, SyncStreamProducer
 from codex_bot.redis.retry import (
     ArqRetryScheduler,
@@ -69,5 +70,7 @@ __all__ = [
     "default_ordering_key",
     "json_job_deserializer",
     "json_job_serializer",
+    "partition_of",
+    "partition_stream",
     "redeliver_event",
 ]

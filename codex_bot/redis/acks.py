@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from codex_bot.redis.backoff import Backoff, Outage
+from codex_bot.redis.exceptions import LeaseLostError
 from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.types import ReliableStreamStorageProtocol
 
@@ -104,6 +105,9 @@ class AckBuffer:
                     await self.flush()
                 except asyncio.CancelledError:
                     raise
+                except LeaseLostError:
+                    # the partition's new owner handles these again from the pending list
+                    self._ids.clear()
                 except Exception as exc:  # noqa: BLE001 - kept in the buffer, retried
                     self.outage.failed(exc)
                     await self.backoff.sleep()

@@ -6,7 +6,8 @@ The tree::
     ├── DispatcherNotReadyError   process_message() before setup()
     ├── MalformedEventError       an entry that cannot be decoded into an event
     ├── HandlerFailedError        handlers failed and nothing took over the retry
-    └── RetrySchedulingError      the retry scheduler refused or could not be reached
+    ├── RetrySchedulingError      the retry scheduler refused or could not be reached
+    └── LeaseLostError            another replica holds a partition this one read
 """
 
 from __future__ import annotations
@@ -95,4 +96,13 @@ class RetrySchedulingError(CodexBotError):
     """The retry scheduler could not take a failed event (for instance ARQ's Redis is down).
 
     The entry is not ACKed: it stays pending and comes back through the claim sweep.
+    """
+
+
+class LeaseLostError(CodexBotError):
+    """Another replica holds the lease of a partition now: this one stops reading it.
+
+    Raised by a partition's storage when a read or an acknowledgement finds the lease gone
+    (a long pause, a network split). Nothing is read or acknowledged then: the entries still
+    in flight here stay pending, and the partition's new owner handles them again, in order.
     """

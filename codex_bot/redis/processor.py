@@ -9,17 +9,18 @@ after its callback returned, or after it was moved to the dead-letter stream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from codex_bot.redis.adapter import BasicStorageAdapter
 from codex_bot.redis.backoff import MIN_BACKOFF, Outage
 from codex_bot.redis.codec import DEFAULT_LIMITS, EntryLimits
 from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
 from codex_bot.redis.exceptions import CodexBotError
+from codex_bot.redis.partitioning import check_partitioned_name, default_ordering_key
+from codex_bot.redis.partitions import PartitionSet
 from codex_bot.redis.runner import EntryRunner
 from codex_bot.redis.source import ReadSettings, StreamSource
 from codex_bot.redis.stats import ProcessorStats
+from codex_bot.redis.storage import RedisStreamStorage
 from codex_bot.redis.types import (
     MessageCallback,
     OrderingKeyFunc,
@@ -28,12 +29,6 @@ from codex_bot.redis.types import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def default_ordering_key(payload: Mapping[str, Any]) -> Any:
-    """The payload's ``chat_id``, else its ``user_id``, else None (no ordering)."""
-    key = payload.get("chat_id")
-    return payload.get("user_id") if key is None else key
 
 
 class RedisStreamProcessor:
@@ -69,6 +64,13 @@ class RedisStreamProcessor:
         start_id: Where a consumer group that does not exist yet starts: ``"0"`` (the
             default) handles everything the stream holds, so a renamed group replays the
             stream; ``"$"`` only what arrives from now on; or an entry id.
+        partitions: Read the stream as this many partition streams (``{<stream>:p<i>}``,
+            written by ``StreamProducer(partitions=...)``), which the replicas sharing the
+            group divide between them through leases: a partition is read by one replica at
+            a time, so per-key order holds across replicas. None (default): one stream,
+            replicas compete for its entries. Needs a ``RedisStreamStorage``.
+        lease_ttl: Seconds a partition lease lasts without renewal: how soon the partitions
+            of a replica that died are taken over.
     """
 
     def __init__(
@@ -90,6 +92,8 @@ class RedisStreamProcessor:
         max_backoff: float = 5.0,
         entry_limits: EntryLimits = DEFAULT_LIMITS,
         start_id: str = "0",
+        partitions: int | None = None,
+        lease_ttl: float = 10.0,
     ) -> None:
         if batch_count < 1 or max_concurrency < 1:
             msg = "batch_count and max_concurrency must be at least 1"
@@ -125,13 +129,25 @@ class RedisStreamProcessor:
             limits=entry_limits,
             ordering_key=ordering_key,
         )
-        self._sources = [self._source(self._storage, stream_name, self.dead_letter_stream)]
+        self.partitions = partitions
+        """How many partition streams are read (None: the one stream ``stream_name``)."""
+        self._partitions: PartitionSet | None = None
+        self._single: list[StreamSource] = []
+        if partitions is None:
+            self._single.append(self._source(self._storage, stream_name))
+        else:
+            self._partitions = self._partition_set(partitions, lease_ttl, dead_letter_stream)
         self._has_callback = False
         self._running = False
 
     def _source(
-        self, storage: ReliableStreamStorageProtocol, stream_name: str, dead_letter_stream: str
+        self, storage: ReliableStreamStorageProtocol, stream_name: str, *, takes_over: bool = False
     ) -> StreamSource:
+        dead_letter_stream = (
+            self.dead_letter_stream
+            if stream_name == self.stream_name
+            else stream_name + DEAD_LETTER_SUFFIX
+        )
         return StreamSource(
             storage,
             stream_name,
@@ -142,7 +158,40 @@ class RedisStreamProcessor:
             runner=self._runner,
             stats=self.stats,
             outage=self._outage,
+            takes_over=takes_over,
         )
+
+    def _partition_set(
+        self, partitions: int, lease_ttl: float, dead_letter_stream: str | None
+    ) -> PartitionSet:
+        check_partitioned_name(self.stream_name, partitions)
+        if dead_letter_stream is not None:
+            msg = "with partitions, each partition's dead letters go to <partition>:dead"
+            raise ValueError(msg)
+        if not isinstance(self.storage, RedisStreamStorage):
+            msg = "partitions need a RedisStreamStorage (leases are Lua scripts on Redis)"
+            raise TypeError(msg)
+        return PartitionSet(
+            self.storage.redis,
+            self.stream_name,
+            self.group_name,
+            self.consumer_name,
+            partitions=partitions,
+            lease_ttl=lease_ttl,
+            drain_timeout=self.drain_timeout,
+            runner=self._runner,
+            outage=self._outage,
+            make_source=lambda storage, name: self._source(storage, name, takes_over=True),
+        )
+
+    @property
+    def _sources(self) -> list[StreamSource]:
+        return self._single if self._partitions is None else self._partitions.sources
+
+    @property
+    def owned_partitions(self) -> list[int]:
+        """The partitions this replica holds the lease of and reads (empty without partitions)."""
+        return [] if self._partitions is None else sorted(self._partitions.owned)
 
     # -- public lifecycle --------------------------------------------------------------
 
@@ -153,8 +202,15 @@ class RedisStreamProcessor:
 
     @property
     def is_healthy(self) -> bool:
-        """Running, the group is in place, the last Redis call succeeded and nothing is parked."""
-        return self._running and all(source.is_healthy for source in self._sources)
+        """Running, the group is in place, the last Redis call succeeded and nothing is parked.
+
+        With partitions: every partition held is healthy (holding none, on standby, is too).
+        """
+        return (
+            self._running
+            and self._outage.since is None
+            and all(source.is_healthy for source in self._sources)
+        )
 
     @property
     def parked(self) -> dict[str, str]:
@@ -222,6 +278,8 @@ class RedisStreamProcessor:
         self._runner.open()
         for source in self._sources:
             source.start()
+        if self._partitions is not None:
+            self._partitions.start()
 
     async def stop_listening(self) -> None:
         """Stop reading, let in-flight handlers finish (up to ``drain_timeout``), flush ACKs.
@@ -233,11 +291,16 @@ class RedisStreamProcessor:
         if not self._running:
             return
         self._running = False
-        for source in self._sources:
+        if self._partitions is not None:
+            await self._partitions.stop_rebalancing()
+        sources = self._sources
+        for source in sources:
             await source.stop_reading()
         await self._runner.close(self.drain_timeout)
-        for source in self._sources:
+        for source in sources:
             await source.finish()
+        if self._partitions is not None:
+            await self._partitions.leave()  # after the drain: the next owners never overlap
         logger.info("stopped consuming %s", self.stream_name)
 
     async def __aenter__(self) -> RedisStreamProcessor:

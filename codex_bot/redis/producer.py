@@ -5,6 +5,7 @@ Importing this module loads redis-py only: no aiogram, no arq.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -13,23 +14,50 @@ import redis.asyncio
 
 from codex_bot.redis.codec import encode_event, text
 from codex_bot.redis.constants import DEFAULT_STREAM
+from codex_bot.redis.partitioning import (
+    PartitionKeyFunc,
+    check_partitioned_name,
+    default_ordering_key,
+    partition_of,
+    partition_stream,
+)
 
 Event = tuple[str, Mapping[str, Any]]
 """``(event_type, data)`` for ``add_events``."""
 
 
 class _ProducerBase:
-    def __init__(self, stream_name: str, maxlen: int | None, approximate: bool) -> None:
+    def __init__(
+        self,
+        stream_name: str,
+        maxlen: int | None,
+        approximate: bool,
+        partitions: int | None,
+        partition_key: PartitionKeyFunc,
+    ) -> None:
         if maxlen is not None and maxlen < 1:
             msg = "maxlen must be positive or None"
             raise ValueError(msg)
+        if partitions is not None:
+            check_partitioned_name(stream_name, partitions)
         self.stream_name = stream_name
         self.maxlen = maxlen
         self.approximate = approximate
+        self.partitions = partitions
+        self.partition_key = partition_key
+        self._spread = itertools.count()  # events without a key go round the partitions
+
+    def stream_for(self, data: Mapping[str, Any]) -> str:
+        """The stream an event with this data goes to: its partition, with ``partitions``."""
+        if self.partitions is None:
+            return self.stream_name
+        key = self.partition_key(data)
+        index = next(self._spread) if key is None else partition_of(key, self.partitions)
+        return partition_stream(self.stream_name, index % self.partitions)
 
     def _xadd_args(self, event_type: str, data: Mapping[str, Any]) -> dict[str, Any]:
         return {
-            "name": self.stream_name,
+            "name": self.stream_for(data),
             "fields": encode_event(event_type, data),
             "maxlen": self.maxlen,
             "approximate": self.approximate,
@@ -49,6 +77,11 @@ class StreamProducer(_ProducerBase):
             Trimming deletes the oldest entries whether or not the bot handled them, so keep
             it well above the backlog an outage of the bot can build up.
         approximate: Use ``MAXLEN ~`` (cheap) rather than an exact trim.
+        partitions: Write each event to one of this many partition streams, chosen by its
+            partition key (see ``codex_bot.redis.partitioning``); the processor must use the
+            same number. None: one stream.
+        partition_key: ``data -> key``; default ``chat_id``, else ``user_id`` (the processor's
+            default ordering key). An event without a key goes to any partition.
 
     Example:
         ```python
@@ -64,8 +97,10 @@ class StreamProducer(_ProducerBase):
         *,
         maxlen: int | None = None,
         approximate: bool = True,
+        partitions: int | None = None,
+        partition_key: PartitionKeyFunc = default_ordering_key,
     ) -> None:
-        super().__init__(stream_name, maxlen, approximate)
+        super().__init__(stream_name, maxlen, approximate, partitions, partition_key)
         self.redis = redis
 
     async def add_event(self, event_type: str, data: Mapping[str, Any]) -> str:
@@ -108,8 +143,10 @@ class SyncStreamProducer(_ProducerBase):
         *,
         maxlen: int | None = None,
         approximate: bool = True,
+        partitions: int | None = None,
+        partition_key: PartitionKeyFunc = default_ordering_key,
     ) -> None:
-        super().__init__(stream_name, maxlen, approximate)
+        super().__init__(stream_name, maxlen, approximate, partitions, partition_key)
         self.redis = redis
 
     def add_event(self, event_type: str, data: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ from codex_bot.redis.codec import EntryLimits, attempt_of, bad_event_type, decod
 from codex_bot.redis.constants import ATTEMPT_FIELD, ORIGIN_FIELD, TYPE_FIELD
 from codex_bot.redis.context import EventContext, _current
 from codex_bot.redis.dispatcher import DispatchReport
-from codex_bot.redis.exceptions import CodexBotError, MalformedEventError
+from codex_bot.redis.exceptions import CodexBotError, LeaseLostError, MalformedEventError
 from codex_bot.redis.ledger import LedgerEntry
 from codex_bot.redis.letters import DELETED, Letter, handler_letter, letter, reason_of
 from codex_bot.redis.stats import ProcessorStats
@@ -284,6 +284,8 @@ class EntryRunner:
             await source.storage.dead_letter(
                 stream, source.group_name, entry_id, dead_stream, letters
             )
+        except LeaseLostError:
+            raise  # the letter is not the problem: the partition's new owner writes it
         except Exception as exc:
             self._letter_failed(source, entry_id, letters, exc)
             raise

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from codex_bot.redis.acks import AckBuffer
 from codex_bot.redis.backoff import Backoff, Outage
-from codex_bot.redis.exceptions import CodexBotError
+from codex_bot.redis.exceptions import LeaseLostError
 from codex_bot.redis.group import GroupKeeper, group_lost
 from codex_bot.redis.keepalive import HeldEntries
 from codex_bot.redis.letters import DELETED, letter
@@ -43,15 +43,6 @@ _CURSOR_DONE = ("0-0", "0")
 
 PageFetcher = Callable[[str, int], Awaitable[ClaimPage]]
 """``fetch(cursor, count)``: one page of the pending entries list."""
-
-
-class LeaseLostError(CodexBotError):
-    """Another replica holds the lease of this partition now: stop reading it.
-
-    Raised by a partition's storage when a read or an ACK finds the lease gone (a long
-    pause, a network split). The entries still in flight are not acknowledged; the new owner
-    handles them again from the pending list, in order.
-    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +70,8 @@ class StreamSource:
         runner: The processor's entry runner.
         stats: The processor's counters.
         outage: The processor's outage log.
+        takes_over: A partition this replica just took the lease of: before reading new
+            entries, claim every pending entry of the previous owner, in id order.
     """
 
     def __init__(
@@ -93,6 +86,7 @@ class StreamSource:
         runner: EntryRunner,
         stats: ProcessorStats,
         outage: Outage,
+        takes_over: bool = False,
     ) -> None:
         self.storage = storage
         self.stream_name = stream_name
@@ -133,6 +127,7 @@ class StreamSource:
             if isinstance(storage, HeldEntriesProtocol)
             else None
         )
+        self.takes_over = takes_over
         self.lease_lost = False
         self._running = False
         self._announced = False
@@ -241,6 +236,8 @@ class StreamSource:
                 "consuming %s as %s/%s", self.stream_name, self.group_name, self.consumer_name
             )
         await self._drain_pages(self._own_pending_page, "recovering")
+        if self.takes_over:  # the previous owner's entries first, then new ones
+            await self._drain_pages(self._previous_owners_page, "took over")
 
     async def _read(self, until_sweep: float) -> list[Entry]:
         storage, stream, group, consumer = (
@@ -296,6 +293,11 @@ class StreamSource:
             self.settings.claim_min_idle_ms,
             cursor,
             count,
+        )
+
+    async def _previous_owners_page(self, cursor: str, count: int) -> ClaimPage:
+        return await self.storage.claim_stale(
+            self.stream_name, self.group_name, self.consumer_name, 0, cursor, count
         )
 
     async def _drain_pages(self, fetch: PageFetcher, verb: str) -> None:

@@ -230,17 +230,7 @@ class RedisStreamStorage:
             "COUNT",
             count,
         )
-        next_cursor = text(reply[0])
-        entries = [(text(entry_id), fields) for entry_id, fields in reply[1] if entry_id]
-        if len(reply) > 2:
-            deleted = [text(entry_id) for entry_id in reply[2]]
-        elif len(entries) < len(reply[1]):
-            ids = [text(entry_id) if entry_id else None for entry_id, _ in reply[1]]
-            gaps = _gaps(ids, cursor, next_cursor)
-            deleted = await self._deleted_in(stream_name, group_name, consumer_name, gaps)
-        else:
-            deleted = []
-        return ClaimPage(next_cursor, entries, deleted)
+        return await claim_page(self, reply, stream_name, group_name, consumer_name, cursor)
 
     async def _deleted_in(
         self,
@@ -403,6 +393,32 @@ def _gaps(ids: Sequence[str | None], cursor: str, next_cursor: str) -> list[tupl
     if in_gap:
         gaps.append((low, "+" if next_cursor in ("0-0", "0") else "(" + next_cursor))
     return gaps
+
+
+async def claim_page(
+    storage: RedisStreamStorage,
+    reply: Any,
+    stream_name: str,
+    group_name: str,
+    consumer_name: str,
+    cursor: str,
+) -> ClaimPage:
+    """A ``ClaimPage`` from an XAUTOCLAIM reply ``[cursor, [(id, fields), ...], deleted?]``.
+
+    Redis >= 7 names the entries deleted while pending in a third element. Redis 6.2 answers
+    a nil in place of each; their ids are then found with XPENDING (``_deleted_in``).
+    """
+    next_cursor = text(reply[0])
+    entries = [(text(entry_id), fields) for entry_id, fields in reply[1] if entry_id]
+    if len(reply) > 2:
+        deleted = [text(entry_id) for entry_id in reply[2]]
+    elif len(entries) < len(reply[1]):
+        ids = [text(entry_id) if entry_id else None for entry_id, _ in reply[1]]
+        gaps = _gaps(ids, cursor, next_cursor)
+        deleted = await storage._deleted_in(stream_name, group_name, consumer_name, gaps)
+    else:
+        deleted = []
+    return ClaimPage(next_cursor, entries, deleted)
 
 
 def _entries(reply: Any) -> list[Any]:
