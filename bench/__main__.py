@@ -2,7 +2,7 @@
 
 Starts a throwaway redis-server (no persistence), pre-fills the streams in subprocesses,
 runs each contender in a subprocess of its own on that one server, prints the table with
-the targets of issue 5 next to the numbers and writes ``bench/results.json`` (a ``--quick``
+the targets next to the numbers and writes ``bench/results.json`` (a ``--quick``
 or partial run writes ``results-quick.json`` / ``results-partial.json`` instead). A
 contender that fails is reported and makes the exit status 1; a missed target does not.
 """

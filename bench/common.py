@@ -22,10 +22,10 @@ DRAIN_CHATS = 1000
 
 
 def drain_events(
-    count: int, chats: int = DRAIN_CHATS, seed: int = 5
+    count: int, chats: int = DRAIN_CHATS, random_state: int = 5
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """A notification bot's backlog: small payloads for ``chats`` chats in random order."""
-    rng = random.Random(seed)
+    rng = random.Random(random_state)
     for n in range(count):
         order_id = 100_000 + n
         yield (
@@ -39,7 +39,7 @@ def drain_events(
 
 
 def ordered_events(
-    count: int, chats: int, *, shuffled: bool, seed: int = 7
+    count: int, chats: int, *, shuffled: bool, random_state: int = 7
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``count // chats`` events per chat, each with its per-chat ``seq`` number.
 
@@ -49,7 +49,7 @@ def ordered_events(
     per_chat = count // chats
     order = [c for _ in range(per_chat) for c in range(chats)]
     if shuffled:
-        random.Random(seed).shuffle(order)
+        random.Random(random_state).shuffle(order)
     seqs = [0] * chats
     for chat in order:
         seq = seqs[chat]

@@ -1,4 +1,4 @@
-"""The targets of issue 5, checked against the results, and the table printed from them."""
+"""The benchmark's targets, checked against the results, and the table printed from them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-FLOOR_SHARE = 0.60
-SEED_MULTIPLE = 10.0
+RAW_SHARE = 0.60
+V040_MULTIPLE = 10.0
 P50_MS = 1.0
 P99_MS = 3.0
 SLOW_S = 1.5
@@ -34,15 +34,17 @@ def _ms(value: float | None) -> str:
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target: name, measured value, the bound, and whether it is met (None: not run)."""
-    codex, floor, seed = r.get("codex_bot_eps"), r.get("floor_eps"), r.get("seed_eps")
-    vs_floor = codex / floor if codex and floor else None
-    vs_seed = codex / seed if codex and seed else None
+    codex, raw, v040 = r.get("codex_bot_eps"), r.get("raw_eps"), r.get("v040_eps")
+    vs_raw = codex / raw if codex and raw else None
+    vs_v040 = codex / v040 if codex and v040 else None
     p50, p99 = r.get("lat_p50_ms"), r.get("lat_p99_ms")
     slow, order = r.get("slow_s"), r.get("slow_order_ok")
     rss = r.get("rss_growth_mb")
     return [
-        _target("drain_vs_floor", vs_floor, f">= {FLOOR_SHARE:.0%} of floor", FLOOR_SHARE, "ge"),
-        _target("drain_vs_seed", vs_seed, f">= {SEED_MULTIPLE:.0f}x seed", SEED_MULTIPLE, "ge"),
+        _target("drain_vs_raw", vs_raw, f">= {RAW_SHARE:.0%} of raw redis-py", RAW_SHARE, "ge"),
+        _target(
+            "drain_vs_v040", vs_v040, f">= {V040_MULTIPLE:.0f}x 0.4.0-style", V040_MULTIPLE, "ge"
+        ),
         _target("lat_p50_ms", p50, f"<= {P50_MS} ms", P50_MS, "le"),
         _target("lat_p99_ms", p99, f"<= {P99_MS} ms", P99_MS, "le"),
         _target("slow_s", slow, f"<= {SLOW_S} s", SLOW_S, "le"),
@@ -93,11 +95,11 @@ def _measured(eps: float | None, run: dict[str, Any] | None) -> str:
 
 def _drain_rows(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
     n = r["config"]["drain_events"]
-    share, multiple = verdicts["drain_vs_floor"], verdicts["drain_vs_seed"]
+    share, multiple = verdicts["drain_vs_raw"], verdicts["drain_vs_v040"]
     out: list[Row] = [
         (
-            f"drain {n:,} ev: raw redis-py floor",
-            _measured(r.get("floor_eps"), drain.get("floor")),
+            f"drain {n:,} ev: raw redis-py",
+            _measured(r.get("raw_eps"), drain.get("raw")),
             "",
             "COUNT 100, XACK pipelined",
         ),
@@ -109,9 +111,9 @@ def _drain_rows(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, An
             + ("" if share["value"] is None else f" ({share['value']:.0%})"),
         ),
         (
-            "drain: seed-style baseline",
-            _measured(r.get("seed_eps"), drain.get("seed")),
-            "codex " + multiple["target"],
+            "drain: codex-bot 0.4.0-style baseline",
+            _measured(r.get("v040_eps"), drain.get("v040")),
+            "codex_bot " + multiple["target"],
             _verdict(multiple["pass"])
             + ("" if multiple["value"] is None else f" ({multiple['value']:.1f}x)"),
         ),
@@ -139,7 +141,7 @@ def _drain_rows(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, An
 
 def _latency_rows(lat: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
     out: list[Row] = []
-    labels = (("codex_bot", "codex_bot"), ("floor", "raw floor"), ("faststream", "FastStream"))
+    labels = (("codex_bot", "codex_bot"), ("raw", "raw redis-py"), ("faststream", "FastStream"))
     for name, label in labels:
         run = lat.get(name)
         if not run:

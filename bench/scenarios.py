@@ -1,4 +1,4 @@
-"""The scenarios of issue 5, each contender in a subprocess of its own (``Bench``).
+"""The benchmark's scenarios, each contender in a subprocess of its own (``Bench``).
 
 ``Bench`` owns one redis-server URL: it pre-fills streams from ``bench.fill``, runs
 ``python -m bench.<contender> <mode>`` children on fresh consumer groups, collects their JSON
@@ -24,9 +24,9 @@ from bench.faststream_sub import unavailable as faststream_unavailable
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("drain", "latency", "slow", "memory")
 REQUIRED_KEYS = (
-    "floor_eps",
+    "raw_eps",
     "codex_bot_eps",
-    "seed_eps",
+    "v040_eps",
     "faststream_eps",
     "lat_p50_ms",
     "lat_p99_ms",
@@ -138,20 +138,20 @@ class Bench:
         s, r = self.sizes, self.results
         say(f"drain: {s.drain_events:,} events, no-op handler, fresh group per run")
         self.fill("drain", "drain", s.drain_events)
-        runs: dict[str, list[dict[str, Any]]] = {"floor": [], "codex_bot": []}
+        runs: dict[str, list[dict[str, Any]]] = {"raw": [], "codex_bot": []}
         for n in range(s.repeat):
-            for name, module in (("floor", "floor"), ("codex_bot", "codex")):
+            for name, module in (("raw", "raw_redis"), ("codex_bot", "codex")):
                 run = self.attempt(name, self.child, module, "drain", "drain", s.drain_events)
                 if run:
                     runs[name].append(run)
                     say(f"  {name} run {n + 1}/{s.repeat}: {_eps(run)}{_acked(run)}")
-        drain: dict[str, Any] = {"floor_runs": runs["floor"], "codex_bot_runs": runs["codex_bot"]}
-        drain["floor"] = _median_run(runs["floor"])
+        drain: dict[str, Any] = {"raw_runs": runs["raw"], "codex_bot_runs": runs["codex_bot"]}
+        drain["raw"] = _median_run(runs["raw"])
         drain["codex_bot"] = _median_run(runs["codex_bot"])
-        drain["seed"] = self.attempt(
-            "seed", self.child, "seed_baseline", "drain", "drain", s.drain_events
+        drain["v040"] = self.attempt(
+            "codex-bot 0.4.0-style", self.child, "v040_baseline", "drain", "drain", s.drain_events
         )
-        say(f"  seed-style: {_eps(drain['seed'])}{_acked(drain['seed'])}")
+        say(f"  codex-bot 0.4.0-style: {_eps(drain['v040'])}{_acked(drain['v040'])}")
         drain["faststream"] = self._faststream_drain()
         if s.extras:
             drain["codex_bot_no_hiredis"] = self.attempt(
@@ -166,18 +166,18 @@ class Bench:
             say(f"  codex_bot without hiredis: {_eps(drain['codex_bot_no_hiredis'])}")
             r["codex_bot_eps_no_hiredis"] = _get(drain["codex_bot_no_hiredis"], "eps")
         r["drain"] = drain
-        r["floor_eps"] = _get(drain["floor"], "eps")
+        r["raw_eps"] = _get(drain["raw"], "eps")
         r["codex_bot_eps"] = _get(drain["codex_bot"], "eps")
-        r["seed_eps"] = _get(drain["seed"], "eps")
+        r["v040_eps"] = _get(drain["v040"], "eps")
         r["faststream_eps"] = _get(drain["faststream"], "eps")
-        if r["codex_bot_eps"] and r["floor_eps"]:
-            r["codex_vs_floor"] = r["codex_bot_eps"] / r["floor_eps"]
-        if r["codex_bot_eps"] and r["seed_eps"]:
-            r["codex_vs_seed"] = r["codex_bot_eps"] / r["seed_eps"]
-        for name in ("codex_bot", "floor"):
+        if r["codex_bot_eps"] and r["raw_eps"]:
+            r["codex_vs_raw"] = r["codex_bot_eps"] / r["raw_eps"]
+        if r["codex_bot_eps"] and r["v040_eps"]:
+            r["codex_vs_v040"] = r["codex_bot_eps"] / r["v040_eps"]
+        for name in ("codex_bot", "raw"):
             if drain[name]:
                 r[f"{name}_cpu_us_per_event"] = drain[name]["cpu_us_per_event"]
-        r["floor_read_count"] = _get(drain["floor"], "read_count")
+        r["raw_read_count"] = _get(drain["raw"], "read_count")
         if drain["codex_bot"]:
             r["codex_bot_reads"] = {
                 k: drain["codex_bot"].get(k)
@@ -226,8 +226,8 @@ class Bench:
             "latency codex", self.child, "codex", "latency", "lat:codex", n, *extra
         )
         if s.extras:
-            lat["floor"] = self.attempt(
-                "latency floor", self.child, "floor", "latency", "lat:floor", n, *extra
+            lat["raw"] = self.attempt(
+                "latency raw", self.child, "raw_redis", "latency", "lat:raw", n, *extra
             )
             reason = faststream_unavailable() if self.faststream else "disabled"
             if reason:
@@ -251,7 +251,7 @@ class Bench:
         r["latency"] = lat
         r["lat_p50_ms"] = _get(lat["codex_bot"], "p50_ms")
         r["lat_p99_ms"] = _get(lat["codex_bot"], "p99_ms")
-        for name in ("floor", "faststream"):
+        for name in ("raw", "faststream"):
             r[f"{name}_lat_p50_ms"] = _get(lat.get(name), "p50_ms")
             r[f"{name}_lat_p99_ms"] = _get(lat.get(name), "p99_ms")
 

@@ -28,11 +28,11 @@ def test_quick_drain_writes_every_key(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
     assert set(REQUIRED_KEYS) <= set(results)
-    for key in ("floor_eps", "codex_bot_eps", "seed_eps"):
+    for key in ("raw_eps", "codex_bot_eps", "v040_eps"):
         assert results[key] > 0, key
-    for contender in ("floor", "codex_bot"):
+    for contender in ("raw", "codex_bot"):
         assert results["drain"][contender]["all_acked"], results["drain"][contender]
-    assert results["drain"]["seed"]["group"]["pending"] == 0
+    assert results["drain"]["v040"]["group"]["pending"] == 0
     if importlib.util.find_spec("faststream") is None:
         assert results["faststream_eps"] is None
         assert any("FastStream skipped" in note for note in results["notes"])
@@ -68,8 +68,8 @@ def test_targets_and_table_from_partial_results() -> None:
     results["targets"] = verdicts = targets(results)
     by_name = {t["name"]: t["pass"] for t in verdicts}
     assert by_name == {
-        "drain_vs_floor": None,
-        "drain_vs_seed": None,
+        "drain_vs_raw": None,
+        "drain_vs_v040": None,
         "lat_p50_ms": True,
         "lat_p99_ms": False,
         "slow_s": None,
