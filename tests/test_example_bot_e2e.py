@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import os
 import re
@@ -90,7 +91,7 @@ async def start_bot(
     """Start the example bot against the stand-in; everything is stopped after the test."""
     async with contextlib.AsyncExitStack() as stack:
 
-        async def start(latency: float = 0.0) -> ExampleBot:
+        async def start(latency: float = 0.0, **overrides: Any) -> ExampleBot:
             api = await stack.enter_async_context(TelegramBotAPIStandIn(latency=latency))
             settings = Settings(
                 bot_token=TOKEN,
@@ -104,6 +105,7 @@ async def start_bot(
                 retry_delay=0.2,
                 max_retry_delay=1.0,
             )
+            settings = dataclasses.replace(settings, **overrides)
             client = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
             stack.push_async_callback(client.aclose)
             arq_pool = retry_pool(settings)
@@ -153,7 +155,7 @@ async def test_notifications_and_bookings_arrive_as_written(
     assert await bot.dead_letters() == []
 
 
-async def test_a_429_is_retried_after_its_retry_after(
+async def test_a_short_429_is_absorbed_by_the_flood_control(
     start_bot: Callable[..., Awaitable[ExampleBot]],
 ) -> None:
     bot = await start_bot()
@@ -161,12 +163,33 @@ async def test_a_429_is_retried_after_its_retry_after(
 
     bot.push(notification(20, "Rate limited once"))
     [message] = await bot.api.wait_for_messages(1, timeout=15)
-    await wait_for(lambda: bot.container.processor().stats.acked == 2, message="both acks")
+    await wait_for(lambda: bot.container.processor().stats.acked == 1, message="the ack")
 
     [rejected] = bot.api.rejected
     assert (rejected.chat_id, rejected.error_code) == (20, 429)
     assert (message.chat_id, message.text) == (20, "Rate limited once")
     assert message.at - rejected.at >= 1.0
+    assert bot.container.flood_control().stats.flood_absorbed == 1
+    assert bot.worker.jobs_complete == 0  # sent again by the middleware, not through arq
+    assert await bot.pending() == 0
+    assert await bot.dead_letters() == []
+
+
+async def test_a_429_longer_than_max_flood_wait_is_retried_after_its_retry_after(
+    start_bot: Callable[..., Awaitable[ExampleBot]],
+) -> None:
+    bot = await start_bot(max_flood_wait=0.5)
+    bot.api.fail_with_retry_after(21, retry_after=1, times=1)
+
+    bot.push(notification(21, "Rate limited for longer"))
+    [message] = await bot.api.wait_for_messages(1, timeout=15)
+    await wait_for(lambda: bot.container.processor().stats.acked == 2, message="both acks")
+
+    [rejected] = bot.api.rejected
+    assert (rejected.chat_id, rejected.error_code) == (21, 429)
+    assert (message.chat_id, message.text) == (21, "Rate limited for longer")
+    assert message.at - rejected.at >= 1.0
+    assert bot.container.flood_control().stats.flood_raised == 1
     assert bot.worker.jobs_complete == 1  # one redelivery through arq
     assert await bot.pending() == 0
     assert await bot.dead_letters() == []
@@ -240,6 +263,8 @@ async def test_start_and_status_commands(
         r"handled 1, in flight 0, pending 0, waiting (0|\?), dead letters 0",
         status,
     ), status
+    # the stream handler's send and both command answers went through the flood control
+    assert bot.container.flood_control().stats.paced == 3
 
 
 def test_the_demo_runs_and_summarises() -> None:
