@@ -57,6 +57,35 @@ def ordered_events(
         yield EVENT_TYPE, {"chat_id": 20_000 + chat, "seq": seq, "text": "Reminder: slot at 10:00"}
 
 
+BROADCAST_FIRST_CHAT = 40_000
+BROADCAST_BUSY_CHAT = 39_999
+BROADCAST_FIRST_GROUP = -40_001
+
+
+def broadcast_events(
+    private: int, groups: int, per_group: int, busy: int
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A broadcast: one message to each of ``private`` chats, ``per_group`` to each group
+    (negative ids) and ``busy`` to one chat, the latter two spread evenly among the first.
+
+    Each event has the chat's ``seq`` number (0, 1, ... in stream order) and a short text.
+    """
+    group_ids = [BROADCAST_FIRST_GROUP - g for g in range(groups)]
+    special = [((i + 0.5) / busy, BROADCAST_BUSY_CHAT) for i in range(busy)]
+    special += [
+        ((j + 0.5) / (groups * per_group), group_ids[j % groups]) for j in range(groups * per_group)
+    ]
+    total = private + len(special)
+    step = total / max(len(special), 1)
+    spread = {int((k + 0.5) * step): chat for k, (_, chat) in enumerate(sorted(special))}
+    seqs: dict[int, int] = {}
+    bulk = iter(range(BROADCAST_FIRST_CHAT, BROADCAST_FIRST_CHAT + private))
+    for n in range(total):
+        chat = spread[n] if n in spread else next(bulk)
+        seq = seqs[chat] = seqs.get(chat, -1) + 1
+        yield EVENT_TYPE, {"chat_id": chat, "seq": seq, "text": "Flash sale: 20% off today"}
+
+
 def connect(url: str, *, decode: bool = False, hiredis: bool = True) -> Redis:
     """An asyncio client; ``hiredis=False`` forces redis-py's pure-Python reply parser."""
     kwargs: dict[str, Any] = {"decode_responses": decode}

@@ -13,6 +13,8 @@ P50_MS = 1.0
 P99_MS = 3.0
 SLOW_S = 1.5
 RSS_MB = 20.0
+TG_RATE_SHARE = 0.95
+TG_LIMITER_P99_MS = 1.0
 
 Row = tuple[str, str, str, str]
 """(what, measured, target, PASS/MISS or a note)."""
@@ -55,6 +57,35 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "pass": order,
         },
         _target("rss_growth_mb", rss, f"<= {RSS_MB:.0f} MB", RSS_MB, "le"),
+        *_broadcast_targets(r),
+    ]
+
+
+def _broadcast_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    order = r.get("tg_order_ok")
+    return [
+        _target(
+            "tg_rate_ratio",
+            r.get("tg_rate_ratio"),
+            f">= {TG_RATE_SHARE:.0%} of per_second",
+            TG_RATE_SHARE,
+            "ge",
+        ),
+        _target("tg_floods", r.get("tg_floods"), "0", 0, "le"),
+        _target("tg_dead", r.get("tg_dead"), "0", 0, "le"),
+        {
+            "name": "tg_order_ok",
+            "value": order,
+            "target": "every chat in stream order, per replica",
+            "pass": order,
+        },
+        _target(
+            "tg_limiter_p99_ms",
+            r.get("tg_limiter_p99_ms"),
+            f"p99 <= {TG_LIMITER_P99_MS:g} ms",
+            TG_LIMITER_P99_MS,
+            "le",
+        ),
     ]
 
 
@@ -73,6 +104,8 @@ def rows(r: dict[str, Any]) -> list[Row]:
         out.extend(_latency_rows(r["latency"], verdicts))
     if r.get("slow"):
         out.extend(_slow_rows(r["slow"], verdicts))
+    if r.get("broadcast"):
+        out.extend(_broadcast_rows(r["broadcast"], verdicts))
     if r.get("memory"):
         mem, verdict = r["memory"], verdicts["rss_growth_mb"]
         out.append(
@@ -177,6 +210,45 @@ def _slow_rows(slow: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
             out.append((title, measured, f"<= {SLOW_S:g} s, order exact", verdict))
         else:
             out.append((f"slow 50 ms: {label}", measured, "", "extra"))
+    return out
+
+
+def _broadcast_rows(run: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
+    rate, floods, dead = verdicts["tg_rate_ratio"], verdicts["tg_floods"], verdicts["tg_dead"]
+    order, limiter = verdicts["tg_order_ok"], run.get("limiter")
+    out: list[Row] = [
+        (
+            f"broadcast {run['events']:,} msg, 2 replicas, limits x10: rate",
+            f"{run['rate']:.0f} msg/s while the bulk went out ({run['bulk_seconds']:.1f} s), "
+            f"all in {run['seconds']:.1f} s",
+            rate["target"],
+            _verdict(rate["pass"]) + f" ({run['rate_ratio']:.1%})",
+        ),
+        (
+            "broadcast: 429s answered, dead letters",
+            f"{run['floods']} 429s, {run['dead']} dead, "
+            f"{run['delivered']:,}/{run['events']:,} delivered",
+            "0 and 0",
+            _verdict(
+                None if None in (floods["pass"], dead["pass"]) else floods["pass"] and dead["pass"]
+            ),
+        ),
+        (
+            "broadcast: each replica's order per chat",
+            "order exact" if run["order_ok"] else "ORDER BROKEN",
+            order["target"],
+            _verdict(order["pass"]),
+        ),
+    ]
+    if limiter:
+        out.append(
+            (
+                "flood control: added to a send that does not wait",
+                f"p50 {limiter['p50_ms']:.2f}, p99 {limiter['p99_ms']:.2f} ms",
+                verdicts["tg_limiter_p99_ms"]["target"],
+                _verdict(verdicts["tg_limiter_p99_ms"]["pass"]),
+            )
+        )
     return out
 
 

@@ -22,7 +22,7 @@ import redis
 from bench.faststream_sub import unavailable as faststream_unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("drain", "latency", "slow", "memory")
+SCENARIOS = ("drain", "latency", "slow", "memory", "broadcast")
 REQUIRED_KEYS = (
     "raw_eps",
     "codex_bot_eps",
@@ -33,6 +33,11 @@ REQUIRED_KEYS = (
     "slow_s",
     "slow_order_ok",
     "rss_growth_mb",
+    "tg_rate_ratio",
+    "tg_floods",
+    "tg_dead",
+    "tg_order_ok",
+    "tg_limiter_p99_ms",
 )
 
 
@@ -48,11 +53,18 @@ class Sizes:
     slow_events: int
     slow_chats: int
     memory_events: int
+    tg_private: int
+    tg_groups: int
+    tg_per_group: int
+    tg_busy: int
+    tg_limiter_calls: int
     extras: bool
 
 
-FULL = Sizes(100_000, 20_000, 3, 500.0, 5.0, 2_000, 200, 200_000, extras=True)
-QUICK = Sizes(3_000, 1_000, 1, 500.0, 1.0, 400, 40, 10_000, extras=False)
+FULL = Sizes(
+    100_000, 20_000, 3, 500.0, 5.0, 2_000, 200, 200_000, 3_000, 10, 20, 100, 5_000, extras=True
+)
+QUICK = Sizes(3_000, 1_000, 1, 500.0, 1.0, 400, 40, 10_000, 300, 2, 10, 10, 500, extras=False)
 
 
 class ChildError(RuntimeError):
@@ -100,9 +112,11 @@ class Bench:
             result["redis_cpu_us_per_event"] = (self._redis_cpu() - redis_cpu) / events * 1e6
         return result
 
-    def fill(self, stream: str, kind: str, events: int, chats: int | None = None) -> dict[str, Any]:
+    def fill(
+        self, stream: str, kind: str, events: int, chats: int | None = None, *extra: str
+    ) -> dict[str, Any]:
         """Pre-fill ``stream`` from a subprocess (its memory never counts anywhere)."""
-        cmd = [sys.executable, "-m", "bench.fill", self.url, stream, kind, str(events)]
+        cmd = [sys.executable, "-m", "bench.fill", self.url, stream, kind, str(events), *extra]
         if chats is not None:
             cmd += ["--chats", str(chats)]
         proc = subprocess.run(
@@ -276,6 +290,11 @@ class Bench:
         if "shuffled" in slow:
             r["slow_shuffled_s"] = _get(slow["shuffled"], "seconds")
             r["slow_shuffled_order_ok"] = _get(slow["shuffled"], "order_ok")
+
+    def broadcast(self) -> None:
+        from bench import broadcast  # loads aiogram and the Bot API stand-in
+
+        broadcast.run(self)
 
     def memory(self) -> None:
         s, r = self.sizes, self.results
