@@ -25,7 +25,8 @@ import redis
 
 from bench import report
 from bench.common import hiredis_version
-from bench.scenarios import FULL, QUICK, ROOT, SCENARIOS, Bench, ChildError, say
+from bench.scenarios import ROOT, Bench, ChildError, say
+from bench.sizes import FULL, QUICK, SCENARIOS
 
 
 def machine(client: redis.Redis) -> dict[str, Any]:

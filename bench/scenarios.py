@@ -13,58 +13,15 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from bench.faststream_sub import unavailable as faststream_unavailable
+from bench.sizes import REQUIRED_KEYS, Sizes
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("drain", "latency", "slow", "memory", "broadcast")
-REQUIRED_KEYS = (
-    "raw_eps",
-    "codex_bot_eps",
-    "v040_eps",
-    "faststream_eps",
-    "lat_p50_ms",
-    "lat_p99_ms",
-    "slow_s",
-    "slow_order_ok",
-    "rss_growth_mb",
-    "tg_rate_ratio",
-    "tg_floods",
-    "tg_dead",
-    "tg_order_ok",
-    "tg_limiter_p99_ms",
-)
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much each scenario does; ``--quick`` shrinks everything for a smoke test."""
-
-    drain_events: int
-    faststream_events: int
-    repeat: int
-    lat_rate: float
-    lat_seconds: float
-    slow_events: int
-    slow_chats: int
-    memory_events: int
-    tg_private: int
-    tg_groups: int
-    tg_per_group: int
-    tg_busy: int
-    tg_limiter_calls: int
-    extras: bool
-
-
-FULL = Sizes(
-    100_000, 20_000, 3, 500.0, 5.0, 2_000, 200, 200_000, 3_000, 10, 20, 100, 5_000, extras=True
-)
-QUICK = Sizes(3_000, 1_000, 1, 500.0, 1.0, 400, 40, 10_000, 300, 2, 10, 10, 500, extras=False)
 
 
 class ChildError(RuntimeError):

@@ -23,22 +23,18 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import redis
-from aiogram import Bot, Dispatcher
-from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from codex_bot.redis import SyncStreamProducer
 from codex_bot.redis.constants import DEAD_ERROR_FIELD, DEAD_LETTER_SUFFIX
 from codex_bot.telegram import TelegramLimits
 from codex_bot.testing import RedisServer, TelegramBotAPIStandIn
-from example_bot.app import create_dispatcher
 from example_bot.backend import notification
-from example_bot.container import Container
+from example_bot.demo_replicas import Replica, build_replica, running
 from example_bot.demo_scenario import Scenario, ScenarioError
 from example_bot.demo_view import DemoFailedError, Progress, answer_rate, check, progress_line
 from example_bot.demo_view import summary as write_summary
@@ -49,19 +45,6 @@ LATENCY = 0.1
 REPLICAS = 2
 PUSH_SECONDS = 1.5
 """The backend spreads its events over this long, as requests to a web app would come."""
-
-
-@dataclass(frozen=True, slots=True)
-class Replica:
-    """One bot process's worth of objects: its Bot (with the flood control) and dispatcher."""
-
-    bot: Bot
-    dp: Dispatcher
-
-    @property
-    def container(self) -> Container:
-        container: Container = self.dp["container"]
-        return container
 
 
 def settings_for(redis_url: str, replica: int) -> Settings:
@@ -102,10 +85,11 @@ async def run_demo(redis_url: str, scenario: Scenario, limit: float, out: TextIO
         arq_pool = retry_pool(settings[0])
         stack.push_async_callback(arq_pool.aclose)
         replicas = [
-            _replica(api, each, client, arq_pool, first=n == 0) for n, each in enumerate(settings)
+            build_replica(api, each, client, arq_pool, first=n == 0)
+            for n, each in enumerate(settings)
         ]
         async with running_worker(settings[0], poll_delay=0.05) as worker:
-            async with _running(replicas):
+            async with running(replicas):
                 out.write(
                     f"{REPLICAS} bot replicas started; the backend pushes {scenario.events} "
                     "notifications\n"
@@ -125,50 +109,6 @@ async def run_demo(redis_url: str, scenario: Scenario, limit: float, out: TextIO
     check(final, scenario)
     write_summary(final, scenario, limits, reasons, time.monotonic() - started, out)
     return final
-
-
-def _replica(
-    api: TelegramBotAPIStandIn,
-    settings: Settings,
-    client: Redis,
-    arq_pool: ArqRedis,
-    *,
-    first: bool,
-) -> Replica:
-    bot = Bot(settings.bot_token, session=api.session())
-    # An aiogram Router joins one Dispatcher only: the second replica in this process takes
-    # stream events and leaves Telegram commands to the first.
-    dp = create_dispatcher(settings, bot=bot, redis=client, arq_pool=arq_pool, commands=first)
-    return Replica(bot, dp)
-
-
-@contextlib.asynccontextmanager
-async def _running(replicas: list[Replica]) -> AsyncIterator[None]:
-    """Start every replica; on the way out stop them, each draining its processor.
-
-    Telegram hands updates to one ``getUpdates`` caller at a time, so only the first replica
-    polls; the others start and stop through the dispatcher's hooks, as a replica fed by a
-    webhook does.
-    """
-    first, *others = replicas
-    polling = asyncio.create_task(first.dp.start_polling(first.bot, handle_signals=False))
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            for replica in others:
-                await replica.dp.emit_startup(bot=replica.bot)
-                stack.push_async_callback(replica.bot.session.close)
-                stack.push_async_callback(replica.dp.emit_shutdown, bot=replica.bot)
-            await _until(
-                lambda: all(r.container.processor().is_running for r in replicas) or polling.done(),
-                10,
-                "the replicas to start",
-            )
-            yield
-    finally:
-        # aiogram runs the shutdown hooks (the processor drains), then closes the session.
-        if not polling.done():
-            await first.dp.stop_polling()
-        await polling
 
 
 def _push(
@@ -250,15 +190,6 @@ async def _look(
         arq_queued=await container.redis().zcard(container.settings().arq_queue),
         rate=answer_rate(arrivals, until=max(bulk, default=0.0)),
     )
-
-
-async def _until(condition: Any, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            msg = f"timed out after {seconds:.0f}s waiting for {what}"
-            raise DemoFailedError(msg)
-        await asyncio.sleep(0.01)
 
 
 async def _dead_reasons(client: Redis, settings: Settings) -> Counter[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.report import render, rows, targets
-from bench.scenarios import REQUIRED_KEYS
+from bench.sizes import REQUIRED_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
