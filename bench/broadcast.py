@@ -134,9 +134,13 @@ def _run_replicas(
                 time.sleep(0.05)
             seconds = time.perf_counter() - started
             _tell(procs)  # stop
-            results = [json.loads(_line(proc)) for proc in procs]
-            for proc in procs:
+            first, *others = procs
+            results = [json.loads(_line(proc)) for proc in others]
+            for proc in others:
                 proc.wait(timeout=30)
+            _tell([first])  # time the flood control, alone on the machine
+            results.insert(0, json.loads(_line(first)))
+            first.wait(timeout=30)
         except (json.JSONDecodeError, OSError, subprocess.TimeoutExpired) as exc:
             raise ChildError(f"a replica failed: {exc}\n{_tail(errors)}") from exc
         finally:

@@ -7,11 +7,11 @@ is one replica of a notification bot: ``RedisStreamProcessor`` + ``BotRedisDispa
 loaded, starts consuming when a line arrives on stdin, stops (draining) at the next line,
 and prints one JSON line: what it handled, the seqs it sent per chat, the middleware's stats.
 
-With ``--events N`` (the first replica) it then times ``N`` requests through a middleware of
-its own, on the same Redis, for chats that never wait (a fresh chat each, a bot-wide budget
-too large to make anyone wait), with a ``make_request`` that returns at once: what the
-middleware adds to a request whose turn has come. It runs in this process to spare loading
-aiogram once more; the broadcast is over by then.
+With ``--events N`` (the first replica) it then waits for one more line and times ``N``
+requests through a middleware of its own, on the same Redis, for chats that never wait (a
+fresh chat each, a bot-wide budget too large to make anyone wait), with a ``make_request``
+that returns at once: what the middleware adds to a request whose turn has come. It runs in
+this process to spare loading aiogram once more; the other replica has exited by then.
 """
 
 from __future__ import annotations
@@ -67,7 +67,10 @@ async def _broadcast(args: argparse.Namespace) -> dict[str, Any]:
         await processor.start_listening()
         await asyncio.to_thread(sys.stdin.readline)
         await processor.stop_listening()
-        limiter = await _limiter(redis, args.events) if args.events else None
+        limiter = None
+        if args.events:
+            await asyncio.to_thread(sys.stdin.readline)
+            limiter = await _limiter(redis, args.events)
     finally:
         await bot.session.close()
         await redis.aclose()
