@@ -1,4 +1,4 @@
-"""Side-by-side benchmark of codex_bot's stream processor (issue 5): ``python -m bench``.
+"""Side-by-side benchmark of codex_bot's stream processor and flood control: ``python -m bench``.
 
 Every contender runs in a subprocess of its own (``python -m bench.<module> ...`` prints one
 JSON line), so garbage and allocator state of one run never distort the next and the memory

@@ -1,8 +1,8 @@
-"""``python -m bench [--quick] [drain] [latency] [slow] [memory]``: run, print, write JSON.
+"""``python -m bench [--quick] [drain] [latency] [slow] [memory] [broadcast]``: run, print, JSON.
 
 Starts a throwaway redis-server (no persistence), pre-fills the streams in subprocesses,
 runs each contender in a subprocess of its own on that one server, prints the table with
-the targets of issue 5 next to the numbers and writes ``bench/results.json`` (a ``--quick``
+the targets next to the numbers and writes ``bench/results.json`` (a ``--quick``
 or partial run writes ``results-quick.json`` / ``results-partial.json`` instead). A
 contender that fails is reported and makes the exit status 1; a missed target does not.
 """
@@ -25,7 +25,8 @@ import redis
 
 from bench import report
 from bench.common import hiredis_version
-from bench.scenarios import FULL, QUICK, ROOT, SCENARIOS, Bench, ChildError, say
+from bench.scenarios import ROOT, Bench, ChildError, say
+from bench.sizes import FULL, QUICK, SCENARIOS
 
 
 def machine(client: redis.Redis) -> dict[str, Any]:

@@ -22,10 +22,10 @@ DRAIN_CHATS = 1000
 
 
 def drain_events(
-    count: int, chats: int = DRAIN_CHATS, seed: int = 5
+    count: int, chats: int = DRAIN_CHATS, random_state: int = 5
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """A notification bot's backlog: small payloads for ``chats`` chats in random order."""
-    rng = random.Random(seed)
+    rng = random.Random(random_state)
     for n in range(count):
         order_id = 100_000 + n
         yield (
@@ -39,7 +39,7 @@ def drain_events(
 
 
 def ordered_events(
-    count: int, chats: int, *, shuffled: bool, seed: int = 7
+    count: int, chats: int, *, shuffled: bool, random_state: int = 7
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``count // chats`` events per chat, each with its per-chat ``seq`` number.
 
@@ -49,12 +49,41 @@ def ordered_events(
     per_chat = count // chats
     order = [c for _ in range(per_chat) for c in range(chats)]
     if shuffled:
-        random.Random(seed).shuffle(order)
+        random.Random(random_state).shuffle(order)
     seqs = [0] * chats
     for chat in order:
         seq = seqs[chat]
         seqs[chat] += 1
         yield EVENT_TYPE, {"chat_id": 20_000 + chat, "seq": seq, "text": "Reminder: slot at 10:00"}
+
+
+BROADCAST_FIRST_CHAT = 40_000
+BROADCAST_BUSY_CHAT = 39_999
+BROADCAST_FIRST_GROUP = -40_001
+
+
+def broadcast_events(
+    private: int, groups: int, per_group: int, busy: int
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A broadcast: one message to each of ``private`` chats, ``per_group`` to each group
+    (negative ids) and ``busy`` to one chat, the latter two spread evenly among the first.
+
+    Each event has the chat's ``seq`` number (0, 1, ... in stream order) and a short text.
+    """
+    group_ids = [BROADCAST_FIRST_GROUP - g for g in range(groups)]
+    special = [((i + 0.5) / busy, BROADCAST_BUSY_CHAT) for i in range(busy)]
+    special += [
+        ((j + 0.5) / (groups * per_group), group_ids[j % groups]) for j in range(groups * per_group)
+    ]
+    total = private + len(special)
+    step = total / max(len(special), 1)
+    spread = {int((k + 0.5) * step): chat for k, (_, chat) in enumerate(sorted(special))}
+    seqs: dict[int, int] = {}
+    bulk = iter(range(BROADCAST_FIRST_CHAT, BROADCAST_FIRST_CHAT + private))
+    for n in range(total):
+        chat = spread[n] if n in spread else next(bulk)
+        seq = seqs[chat] = seqs.get(chat, -1) + 1
+        yield EVENT_TYPE, {"chat_id": chat, "seq": seq, "text": "Flash sale: 20% off today"}
 
 
 def connect(url: str, *, decode: bool = False, hiredis: bool = True) -> Redis:

@@ -1,7 +1,9 @@
 """Pre-fill a stream in a process of its own: ``python -m bench.fill URL STREAM KIND N``.
 
 The filling client's memory never counts against a measured process. KIND is ``drain``
-(random chats), ``ordered`` (round-robin chats with a per-chat ``seq``) or ``shuffled``.
+(random chats), ``ordered`` (round-robin chats with a per-chat ``seq``), ``shuffled``, or
+``broadcast`` (one message to each of ``--chats`` private chats, ``--per-group`` to each of
+``--groups`` groups and ``--busy`` to one chat, with a per-chat ``seq``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import sys
 import time
 from typing import Any
 
-from bench.common import DRAIN_CHATS, connect, drain_events, ordered_events
+from bench.common import DRAIN_CHATS, broadcast_events, connect, drain_events, ordered_events
 from codex_bot.redis import StreamProducer
 
 _CHUNK = 1000
 
 
-async def fill(url: str, stream: str, kind: str, count: int, chats: int) -> dict[str, Any]:
+async def fill(url: str, stream: str, kind: str, count: int, args: Any) -> dict[str, Any]:
     """Append ``count`` events to ``stream`` with ``StreamProducer.add_events`` in chunks."""
+    chats = args.chats
     if kind == "drain":
         events = drain_events(count, chats)
+    elif kind == "broadcast":
+        events = broadcast_events(chats, args.groups, args.per_group, args.busy)
     else:
         events = ordered_events(count, chats, shuffled=kind == "shuffled")
     redis = connect(url)
@@ -51,11 +56,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url")
     parser.add_argument("stream")
-    parser.add_argument("kind", choices=["drain", "ordered", "shuffled"])
+    parser.add_argument("kind", choices=["drain", "ordered", "shuffled", "broadcast"])
     parser.add_argument("events", type=int)
     parser.add_argument("--chats", type=int, default=DRAIN_CHATS)
+    parser.add_argument("--groups", type=int, default=0, help="broadcast: groups")
+    parser.add_argument("--per-group", type=int, default=0, help="broadcast: messages per group")
+    parser.add_argument("--busy", type=int, default=0, help="broadcast: messages to one chat")
     args = parser.parse_args()
-    result = asyncio.run(fill(args.url, args.stream, args.kind, args.events, args.chats))
+    result = asyncio.run(fill(args.url, args.stream, args.kind, args.events, args))
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -1,4 +1,4 @@
-"""The scenarios of issue 5, each contender in a subprocess of its own (``Bench``).
+"""The benchmark's scenarios, each contender in a subprocess of its own (``Bench``).
 
 ``Bench`` owns one redis-server URL: it pre-fills streams from ``bench.fill``, runs
 ``python -m bench.<contender> <mode>`` children on fresh consumer groups, collects their JSON
@@ -13,53 +13,21 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from bench.faststream_sub import unavailable as faststream_unavailable
+from bench.sizes import REQUIRED_KEYS, Sizes
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("drain", "latency", "slow", "memory")
-REQUIRED_KEYS = (
-    "floor_eps",
-    "codex_bot_eps",
-    "seed_eps",
-    "faststream_eps",
-    "lat_p50_ms",
-    "lat_p99_ms",
-    "slow_s",
-    "slow_order_ok",
-    "rss_growth_mb",
-)
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much each scenario does; ``--quick`` shrinks everything for a smoke test."""
-
-    drain_events: int
-    faststream_events: int
-    repeat: int
-    lat_rate: float
-    lat_seconds: float
-    slow_events: int
-    slow_chats: int
-    memory_events: int
-    extras: bool
-
-
 DRAIN_CONTENDERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("floor", "floor", ()),
+    ("raw", "raw_redis", ()),
     ("codex_bot", "codex", ()),
     ("codex_bot_metrics", "codex", ("--metrics",)),
 )
 """Drain contenders run ``repeat`` times each, interleaved: name, module, extra arguments."""
-
-FULL = Sizes(100_000, 20_000, 5, 500.0, 5.0, 2_000, 200, 200_000, extras=True)
-QUICK = Sizes(3_000, 1_000, 1, 500.0, 1.0, 400, 40, 10_000, extras=False)
 
 
 class ChildError(RuntimeError):
@@ -107,9 +75,11 @@ class Bench:
             result["redis_cpu_us_per_event"] = (self._redis_cpu() - redis_cpu) / events * 1e6
         return result
 
-    def fill(self, stream: str, kind: str, events: int, chats: int | None = None) -> dict[str, Any]:
+    def fill(
+        self, stream: str, kind: str, events: int, chats: int | None = None, *extra: str
+    ) -> dict[str, Any]:
         """Pre-fill ``stream`` from a subprocess (its memory never counts anywhere)."""
-        cmd = [sys.executable, "-m", "bench.fill", self.url, stream, kind, str(events)]
+        cmd = [sys.executable, "-m", "bench.fill", self.url, stream, kind, str(events), *extra]
         if chats is not None:
             cmd += ["--chats", str(chats)]
         proc = subprocess.run(
@@ -158,10 +128,10 @@ class Bench:
         drain: dict[str, Any] = {f"{name}_runs": found for name, found in runs.items()}
         for name, found in runs.items():
             drain[name] = _median_run(found)
-        drain["seed"] = self.attempt(
-            "seed", self.child, "seed_baseline", "drain", "drain", s.drain_events
+        drain["v040"] = self.attempt(
+            "codex-bot 0.4.0-style", self.child, "v040_baseline", "drain", "drain", s.drain_events
         )
-        say(f"  seed-style: {_eps(drain['seed'])}{_acked(drain['seed'])}")
+        say(f"  codex-bot 0.4.0-style: {_eps(drain['v040'])}{_acked(drain['v040'])}")
         drain["faststream"] = self._faststream_drain()
         if s.extras:
             drain["codex_bot_no_hiredis"] = self.attempt(
@@ -176,23 +146,23 @@ class Bench:
             say(f"  codex_bot without hiredis: {_eps(drain['codex_bot_no_hiredis'])}")
             r["codex_bot_eps_no_hiredis"] = _get(drain["codex_bot_no_hiredis"], "eps")
         r["drain"] = drain
-        r["floor_eps"] = _get(drain["floor"], "eps")
+        r["raw_eps"] = _get(drain["raw"], "eps")
         r["codex_bot_eps"] = _get(drain["codex_bot"], "eps")
         r["codex_bot_metrics_eps"] = _get(drain["codex_bot_metrics"], "eps")
         if r["codex_bot_eps"] and r["codex_bot_metrics_eps"]:
             r["metrics_overhead"] = 1 - r["codex_bot_metrics_eps"] / r["codex_bot_eps"]
             pairs = zip(runs["codex_bot"], runs["codex_bot_metrics"], strict=False)
             r["metrics_overhead_per_round"] = [1 - on["eps"] / off["eps"] for off, on in pairs]
-        r["seed_eps"] = _get(drain["seed"], "eps")
+        r["v040_eps"] = _get(drain["v040"], "eps")
         r["faststream_eps"] = _get(drain["faststream"], "eps")
-        if r["codex_bot_eps"] and r["floor_eps"]:
-            r["codex_vs_floor"] = r["codex_bot_eps"] / r["floor_eps"]
-        if r["codex_bot_eps"] and r["seed_eps"]:
-            r["codex_vs_seed"] = r["codex_bot_eps"] / r["seed_eps"]
-        for name in ("codex_bot", "codex_bot_metrics", "floor"):
+        if r["codex_bot_eps"] and r["raw_eps"]:
+            r["codex_vs_raw"] = r["codex_bot_eps"] / r["raw_eps"]
+        if r["codex_bot_eps"] and r["v040_eps"]:
+            r["codex_vs_v040"] = r["codex_bot_eps"] / r["v040_eps"]
+        for name in ("codex_bot", "codex_bot_metrics", "raw"):
             if drain[name]:
                 r[f"{name}_cpu_us_per_event"] = drain[name]["cpu_us_per_event"]
-        r["floor_read_count"] = _get(drain["floor"], "read_count")
+        r["raw_read_count"] = _get(drain["raw"], "read_count")
         if drain["codex_bot"]:
             r["codex_bot_reads"] = {
                 k: drain["codex_bot"].get(k)
@@ -241,8 +211,8 @@ class Bench:
             "latency codex", self.child, "codex", "latency", "lat:codex", n, *extra
         )
         if s.extras:
-            lat["floor"] = self.attempt(
-                "latency floor", self.child, "floor", "latency", "lat:floor", n, *extra
+            lat["raw"] = self.attempt(
+                "latency raw", self.child, "raw_redis", "latency", "lat:raw", n, *extra
             )
             reason = faststream_unavailable() if self.faststream else "disabled"
             if reason:
@@ -266,7 +236,7 @@ class Bench:
         r["latency"] = lat
         r["lat_p50_ms"] = _get(lat["codex_bot"], "p50_ms")
         r["lat_p99_ms"] = _get(lat["codex_bot"], "p99_ms")
-        for name in ("floor", "faststream"):
+        for name in ("raw", "faststream"):
             r[f"{name}_lat_p50_ms"] = _get(lat.get(name), "p50_ms")
             r[f"{name}_lat_p99_ms"] = _get(lat.get(name), "p99_ms")
 
@@ -291,6 +261,11 @@ class Bench:
         if "shuffled" in slow:
             r["slow_shuffled_s"] = _get(slow["shuffled"], "seconds")
             r["slow_shuffled_order_ok"] = _get(slow["shuffled"], "order_ok")
+
+    def broadcast(self) -> None:
+        from bench import broadcast  # loads aiogram and the Bot API stand-in
+
+        broadcast.run(self)
 
     def memory(self) -> None:
         s, r = self.sizes, self.results

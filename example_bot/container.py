@@ -3,7 +3,8 @@
 Handlers take what they need by calling a provider: ``container.bot()``,
 ``container.events_monitor()``. ``app.py`` builds it with the objects made at start-up::
 
-    container = Container(settings=settings, bot=bot, redis=redis, processor=processor)
+    container = Container(settings=settings, bot=bot, redis=redis, processor=processor,
+                          flood_control=flood_control)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dependency_injector import containers, providers
 from redis.asyncio import Redis
 
 from codex_bot.redis import RedisStreamProcessor
+from codex_bot.telegram import RateLimitMiddleware
 from example_bot.services import EventsMonitor
 from example_bot.settings import Settings
 
@@ -24,5 +26,6 @@ class Container(containers.DeclarativeContainer):
     bot = providers.Dependency(instance_of=Bot)
     redis = providers.Dependency(instance_of=Redis)
     processor = providers.Dependency(instance_of=RedisStreamProcessor)
+    flood_control = providers.Dependency(instance_of=RateLimitMiddleware)
 
     events_monitor = providers.Singleton(EventsMonitor, redis=redis, processor=processor)

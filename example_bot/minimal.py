@@ -17,6 +17,7 @@ from codex_bot.redis import (
     RedisStreamProcessor,
     RedisStreamStorage,
 )
+from codex_bot.telegram import RateLimitMiddleware
 
 
 class Container(containers.DeclarativeContainer):
@@ -32,6 +33,7 @@ async def notify(payload: dict[str, Any], container: Container) -> None:
 
 
 def build(bot: Bot, redis: Redis) -> Dispatcher:
+    bot.session.middleware(RateLimitMiddleware(redis))  # Telegram's limits, for all replicas
     storage = RedisStreamStorage(redis)
     processor = RedisStreamProcessor(storage, "bot_events", "my_bot", f"my_bot-{os.getpid()}")
     events = BotRedisDispatcher()

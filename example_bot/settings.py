@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from codex_bot.config import ConfigurationError, redis_url_from_env
+from codex_bot.telegram import TelegramLimits
 
 FEATURES = (
     "example_bot.features.notifications",
@@ -44,12 +45,17 @@ class Settings:
         retry_delay: ``RETRY_DELAY``: seconds before the first retry (doubles each time).
         max_retry_delay: ``MAX_RETRY_DELAY``: cap of that backoff.
         arq_queue: ``ARQ_QUEUE``: the arq queue retries go through.
+        max_flood_wait: ``MAX_FLOOD_WAIT``: the longest a send waits for its turn under
+            Telegram's limits or for a 429's ``retry_after``; past it the send raises
+            ``TelegramRetryAfter`` and the dispatcher retries the event.
         telegram_api_url: ``TELEGRAM_API_URL``: a self-hosted Bot API server (or the local
             stand-in); empty means Telegram's own.
         health_port: ``HEALTH_PORT``: serve ``/healthz`` and ``/metrics`` on this port;
             0 (the default) serves neither.
         health_host: ``HEALTH_HOST``: the address they listen on.
         features: The feature packages to load (code, not environment).
+        telegram_limits: The flood limits sends are paced by (code, not environment;
+            every replica of the bot must use the same).
     """
 
     bot_token: str = field(repr=False)  # never in a log line or a traceback
@@ -65,10 +71,12 @@ class Settings:
     retry_delay: float = 60.0
     max_retry_delay: float = 3600.0
     arq_queue: str = "arq:queue"
+    max_flood_wait: float = 60.0
     telegram_api_url: str = ""
     health_port: int = 0
     health_host: str = "0.0.0.0"  # a probe or a Prometheus server comes from outside
     features: tuple[str, ...] = FEATURES
+    telegram_limits: TelegramLimits = field(default_factory=TelegramLimits)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -92,7 +100,7 @@ class Settings:
         values: dict[str, object] = {"redis_url": redis_url}
         for item in fields(cls):
             raw = env.get(_ENV_NAMES.get(item.name, item.name.upper()))
-            if raw is None or item.name in ("features", "redis_url"):
+            if raw is None or item.name in ("features", "redis_url", "telegram_limits"):
                 continue
             values[item.name] = _parse(item.name, raw, item.type)
         return cls(**values)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The benchmark runs end to end (``--quick drain``, a few seconds) and reports every key."""
+"""The benchmark runs end to end (``--quick drain broadcast``, ~15 s) and reports every key."""
 
 from __future__ import annotations
 
@@ -9,34 +9,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.report import render, rows, targets
-from bench.scenarios import REQUIRED_KEYS
+from bench.sizes import REQUIRED_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_drain_writes_every_key(tmp_path: Path) -> None:
+@pytest.mark.timeout(120)
+def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "drain", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "drain", "broadcast", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=110,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
     assert set(REQUIRED_KEYS) <= set(results)
-    for key in ("floor_eps", "codex_bot_eps", "seed_eps"):
+    for key in ("raw_eps", "codex_bot_eps", "codex_bot_metrics_eps", "v040_eps"):
         assert results[key] > 0, key
-    for contender in ("floor", "codex_bot", "codex_bot_metrics"):
+    assert results["metrics_overhead"] is not None
+    for contender in ("raw", "codex_bot", "codex_bot_metrics"):
         assert results["drain"][contender]["all_acked"], results["drain"][contender]
-    assert results["drain"]["codex_bot_metrics"]["metrics"] is True
-    assert results["drain"]["codex_bot_metrics"]["scrapes"] >= 1
-    assert results["codex_bot_metrics_eps"] > 0
-    assert "metrics_overhead" in results
-    assert results["drain"]["seed"]["group"]["pending"] == 0
+    assert results["drain"]["v040"]["group"]["pending"] == 0
     if importlib.util.find_spec("faststream") is None:
         assert results["faststream_eps"] is None
         assert any("FastStream skipped" in note for note in results["notes"])
@@ -44,7 +44,20 @@ def test_quick_drain_writes_every_key(tmp_path: Path) -> None:
         assert results["faststream_eps"] > 0
     assert results["machine"]["cores"]
     assert "codex_bot, default settings" in proc.stdout
-    assert "codex_bot, metrics on" in proc.stdout
+
+    # the broadcast: two replicas split it, everything arrives, each replica keeps chat order
+    broadcast = results["broadcast"]
+    assert broadcast["delivered"] == broadcast["events"] == 330
+    assert broadcast["duplicates"] == 0
+    assert sum(broadcast["handled"]) == 330
+    assert min(broadcast["handled"]) > 0
+    assert results["tg_dead"] == 0
+    assert results["tg_order_ok"] is True
+    assert 0 < results["tg_rate_ratio"] < 1.0  # never above the limit; --quick is too short
+    assert isinstance(results["tg_floods"], int)  # 0 on a quiet machine: see make bench
+    assert 0 < results["tg_limiter_p99_ms"] < 50
+    assert broadcast["limiter"]["waited"] == 0
+    assert "flood control: added to a send that does not wait" in proc.stdout
 
 
 def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
@@ -70,16 +83,22 @@ def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
 def test_targets_and_table_from_partial_results() -> None:
     results: dict[str, object] = dict.fromkeys(REQUIRED_KEYS)
     results.update(lat_p50_ms=0.4, lat_p99_ms=4.0, rss_growth_mb=5.0)
+    results.update(tg_floods=0, tg_limiter_p99_ms=2.0)
     results["targets"] = verdicts = targets(results)
     by_name = {t["name"]: t["pass"] for t in verdicts}
     assert by_name == {
-        "drain_vs_floor": None,
-        "drain_vs_seed": None,
+        "drain_vs_raw": None,
+        "drain_vs_v040": None,
         "lat_p50_ms": True,
         "lat_p99_ms": False,
         "slow_s": None,
         "slow_order_ok": None,
         "rss_growth_mb": True,
         "metrics_overhead": None,
+        "tg_rate_ratio": None,
+        "tg_floods": True,
+        "tg_dead": None,
+        "tg_order_ok": None,
+        "tg_limiter_p99_ms": False,
     }
     assert render(rows(results)).startswith("scenario")

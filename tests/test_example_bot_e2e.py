@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import os
 import re
@@ -107,6 +108,7 @@ async def start_bot(
                 max_retry_delay=1.0,
                 **overrides,
             )
+            settings = dataclasses.replace(settings, **overrides)
             client = Redis.from_url(settings.redis_url, socket_connect_timeout=5)
             stack.push_async_callback(client.aclose)
             arq_pool = retry_pool(settings)
@@ -181,7 +183,7 @@ async def test_health_and_metrics_on_health_port(
             await http.get(f"http://127.0.0.1:{port}/healthz")
 
 
-async def test_a_429_is_retried_after_its_retry_after(
+async def test_a_short_429_is_absorbed_by_the_flood_control(
     start_bot: Callable[..., Awaitable[ExampleBot]],
 ) -> None:
     bot = await start_bot()
@@ -189,12 +191,33 @@ async def test_a_429_is_retried_after_its_retry_after(
 
     bot.push(notification(20, "Rate limited once"))
     [message] = await bot.api.wait_for_messages(1, timeout=15)
-    await wait_for(lambda: bot.container.processor().stats.acked == 2, message="both acks")
+    await wait_for(lambda: bot.container.processor().stats.acked == 1, message="the ack")
 
     [rejected] = bot.api.rejected
     assert (rejected.chat_id, rejected.error_code) == (20, 429)
     assert (message.chat_id, message.text) == (20, "Rate limited once")
     assert message.at - rejected.at >= 1.0
+    assert bot.container.flood_control().stats.flood_absorbed == 1
+    assert bot.worker.jobs_complete == 0  # sent again by the middleware, not through arq
+    assert await bot.pending() == 0
+    assert await bot.dead_letters() == []
+
+
+async def test_a_429_longer_than_max_flood_wait_is_retried_after_its_retry_after(
+    start_bot: Callable[..., Awaitable[ExampleBot]],
+) -> None:
+    bot = await start_bot(max_flood_wait=0.5)
+    bot.api.fail_with_retry_after(21, retry_after=1, times=1)
+
+    bot.push(notification(21, "Rate limited for longer"))
+    [message] = await bot.api.wait_for_messages(1, timeout=15)
+    await wait_for(lambda: bot.container.processor().stats.acked == 2, message="both acks")
+
+    [rejected] = bot.api.rejected
+    assert (rejected.chat_id, rejected.error_code) == (21, 429)
+    assert (message.chat_id, message.text) == (21, "Rate limited for longer")
+    assert message.at - rejected.at >= 1.0
+    assert bot.container.flood_control().stats.flood_raised == 1
     assert bot.worker.jobs_complete == 1  # one redelivery through arq
     assert await bot.pending() == 0
     assert await bot.dead_letters() == []
@@ -268,11 +291,15 @@ async def test_start_and_status_commands(
         r"handled 1, in flight 0, pending 0, waiting (0|\?), dead letters 0",
         status,
     ), status
+    # the stream handler's send and both command answers went through the flood control
+    assert bot.container.flood_control().stats.paced == 3
 
 
 def test_the_demo_runs_and_summarises() -> None:
+    # a smaller broadcast than make demo's, with Telegram's real limits: about 3 s
+    args = ["--events", "60", "--groups", "1", "--per-group", "3", "--busy", "3"]
     result = subprocess.run(
-        [sys.executable, "-m", "example_bot.demo", "--events", "60", "--chats", "12"],
+        [sys.executable, "-m", "example_bot.demo", *args],
         # the demo runs its own Redis: a REDIS_URL of the user's shell is not read
         env={**os.environ, "REDIS_URL": "localhost:6379"},
         capture_output=True,
@@ -282,7 +309,15 @@ def test_the_demo_runs_and_summarises() -> None:
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "demo: 60 events, delivered 45, retried 3, dead-lettered 15, pending 0" in result.stdout
+    # 54 private chats (two blocked, one missing, one answering 502 twice), a group, a busy
+    # chat, two replicas: nothing drew a 429
+    assert re.search(
+        r"^demo: 60 events, delivered 57, retried 2, dead-lettered 3, pending 0, 429s 0, "
+        r"\d+\.\d msg/s, in \d+\.\ds$",
+        result.stdout,
+        re.MULTILINE,
+    ), result.stdout
+    assert "handled by     replica 1 " in result.stdout
     assert "OK: every event was delivered or dead-lettered; nothing is pending." in result.stdout
 
 

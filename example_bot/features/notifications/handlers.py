@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 async def send_notification(payload: dict[str, Any], container: Container) -> None:
     """Send the notification's ``text`` to ``chat_id``, with a button to ``url`` if given.
 
-    A Telegram error propagates: the dispatcher retries a 429 after its ``retry_after``
-    and dead-letters a chat that blocked the bot.
+    The bot's flood control paces the send by Telegram's limits and sends it again after a
+    short 429. Other Telegram errors propagate: the dispatcher retries a 429 longer than
+    ``max_flood_wait`` after its ``retry_after`` and dead-letters a chat that blocked the bot.
     """
     markup = None
     if url := payload.get("url"):

@@ -1,11 +1,12 @@
-"""A seed-style consumer, written from the seed's description (not copied from it).
+"""A consumer in the style of codex-bot 0.4.0, written from that package's description.
 
-What the seed's ``RedisStreamProcessor`` does per cycle: an XAUTOCLAIM sweep when 60 s have
+codex-bot 0.4.0 is the original package whose API codex_bot keeps; this is not its code.
+What its ``RedisStreamProcessor`` does per cycle: an XAUTOCLAIM sweep when 60 s have
 passed (so once at start), ``XREADGROUP COUNT 10`` without BLOCK, ``asyncio.sleep(1.0)``
 when the read is empty, else for each entry one ``await callback(data)`` then one XACK, one
-entry at a time. The callback is the seed's dispatcher: container check, ``type`` lookup,
+entry at a time. The callback is its dispatcher: container check, ``type`` lookup,
 filter check, a debug log line, ``await handler(payload, container)``. The client decodes
-responses (the seed's handlers read ``str`` fields).
+responses (its handlers read ``str`` fields).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ _RECOVERY_EVERY = 60.0
 Handler = Callable[[dict[str, Any], Any], Awaitable[None]]
 
 
-class SeedStyleStorage:
-    """The seed's four storage calls over redis-py."""
+class V040Storage:
+    """codex-bot 0.4.0's four storage calls over redis-py."""
 
     def __init__(self, redis: Redis, expected: int = 0) -> None:
         self.redis = redis
@@ -76,8 +77,8 @@ class SeedStyleStorage:
         return list(reply[1])
 
 
-class SeedStyleDispatcher:
-    """Routes by ``type``; handlers run one after another, as in the seed."""
+class V040Dispatcher:
+    """Routes by ``type``; handlers run one after another, as in codex-bot 0.4.0."""
 
     def __init__(self, container: Any) -> None:
         self.container = container
@@ -97,12 +98,12 @@ class SeedStyleDispatcher:
                 await handler(message, self.container)
 
 
-class SeedStyleProcessor:
+class V040Processor:
     """Sequential: read 10, handle and ACK each in turn, sleep-poll when nothing is new."""
 
     def __init__(
         self,
-        storage: SeedStyleStorage,
+        storage: V040Storage,
         stream: str,
         group: str,
         consumer: str,
@@ -155,8 +156,8 @@ class SeedStyleProcessor:
 
 async def _drain_mode(args: argparse.Namespace) -> dict[str, Any]:
     redis = connect(args.url, decode=True)
-    storage = SeedStyleStorage(redis, args.events)
-    dispatcher = SeedStyleDispatcher(SimpleNamespace(name="container"))
+    storage = V040Storage(redis, args.events)
+    dispatcher = V040Dispatcher(SimpleNamespace(name="container"))
     handled = 0
 
     async def noop(payload: dict[str, Any], container: Any) -> None:
@@ -164,9 +165,7 @@ async def _drain_mode(args: argparse.Namespace) -> dict[str, Any]:
         handled += 1
 
     dispatcher.handlers[EVENT_TYPE] = [(noop, None)]
-    processor = SeedStyleProcessor(
-        storage, args.stream, args.group, "seed", dispatcher.process_message
-    )
+    processor = V040Processor(storage, args.stream, args.group, "v040", dispatcher.process_message)
     try:
         cpu, started = time.process_time(), time.perf_counter()
         await processor.start_listening()
