@@ -7,7 +7,9 @@ lose every retry). It is configured from the environment:
 - ``REDIS_URL``: the Redis arq uses (default ``redis://localhost:6379/0``); unset or empty
   means the default, a malformed one stops the worker with one line and exit status 2;
 - ``ARQ_QUEUE``: the queue (arq's default ``arq:queue``), the same as the bot's;
-- ``STREAMS_REDIS_URL``: the Redis the streams live in, when it is not ``REDIS_URL``'s;
+- ``STREAMS_REDIS_URL``: the Redis the streams live in, when it is not ``REDIS_URL``'s, and
+  ``STREAMS_REDIS_CLUSTER=1`` when that is a Redis Cluster (arq itself has no Cluster
+  support: its own Redis stays a standalone or Sentinel one);
 - ``RETRY_MAX_TRIES``: how often arq runs a job whose stream is unreachable (default 30,
   about 25 minutes of outage; a retry arq then gives up on is dead-lettered by the bot).
 
@@ -24,7 +26,7 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.constants import default_queue_name
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from codex_bot.config import ConfigurationError, redis_url_from_env
 from codex_bot.redis.retry import (
@@ -66,7 +68,8 @@ def worker_settings(environ: Mapping[str, str] | None = None) -> type:
         "max_tries": _max_tries(env.get("RETRY_MAX_TRIES")),
     }
     if streams_url is not None:
-        attributes["on_startup"] = _streams_client(streams_url)
+        cluster = (env.get("STREAMS_REDIS_CLUSTER") or "").lower() in {"1", "true", "yes"}
+        attributes["on_startup"] = _streams_client(streams_url, cluster=cluster)
         attributes["on_shutdown"] = _close_streams_client
     return type("WorkerSettings", (), attributes)
 
@@ -80,9 +83,9 @@ def _max_tries(raw: str | None) -> int:
     return int(raw)
 
 
-def _streams_client(url: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+def _streams_client(url: str, *, cluster: bool) -> Callable[[dict[str, Any]], Awaitable[None]]:
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx[REDIS_CTX_KEY] = Redis.from_url(url)
+        ctx[REDIS_CTX_KEY] = RedisCluster.from_url(url) if cluster else Redis.from_url(url)
 
     return on_startup
 

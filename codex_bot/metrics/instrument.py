@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from typing import cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from redis.asyncio import Redis
@@ -115,7 +116,7 @@ def _figures(
     processor: RedisStreamProcessor, redis: Redis | None, refresh_interval: float
 ) -> StreamFigures | None:
     if redis is None and isinstance(processor.storage, RedisStreamStorage):
-        redis = processor.storage.redis
+        redis = cast("Redis", processor.storage.redis)  # StreamFigures reads a cluster alike
     if redis is None:
         return None
     figures = StreamFigures(

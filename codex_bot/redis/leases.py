@@ -139,8 +139,9 @@ class LeasedStreamStorage(RedisStreamStorage):
         if self._max_block_ms is not None:
             block_ms = min(block_ms, self._max_block_ms)
         woken = await self._raw_command(
-            "XREAD", "COUNT", 1, "BLOCK", max(block_ms, 1), "STREAMS", stream_name, text(reply)
-        )
+            "XREAD", "COUNT", 1, "BLOCK", max(block_ms, 1), "STREAMS", stream_name, text(reply),
+            key=stream_name,
+        )  # fmt: skip
         if not woken:
             return []
         args = [self.owner, group_name, consumer_name, count, 0]

@@ -12,9 +12,11 @@ import logging
 
 from codex_bot.redis.adapter import BasicStorageAdapter
 from codex_bot.redis.backoff import MIN_BACKOFF, Outage
+from codex_bot.redis.cluster import check_same_slot, note_user
 from codex_bot.redis.codec import DEFAULT_LIMITS, EntryLimits
 from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
 from codex_bot.redis.exceptions import CodexBotError
+from codex_bot.redis.ledger import LEDGER_SUFFIX
 from codex_bot.redis.partitioning import check_partitioned_name, default_ordering_key
 from codex_bot.redis.partitions import PartitionSet
 from codex_bot.redis.runner import EntryRunner
@@ -113,6 +115,12 @@ class RedisStreamProcessor:
         self.dead_letter_stream = dead_letter_stream or stream_name + DEAD_LETTER_SUFFIX
         self.max_backoff = max(max_backoff, MIN_BACKOFF)
         self.stats = ProcessorStats()
+        if isinstance(storage, RedisStreamStorage):
+            # one script writes a stream, its dead letters and its retry ledger together
+            ledger = stream_name + LEDGER_SUFFIX
+            if partitions is None:
+                check_same_slot(storage.redis, stream_name, self.dead_letter_stream, ledger)
+            note_user(storage.redis, f"processor {consumer_group_name}/{consumer_name}")
         self._storage: ReliableStreamStorageProtocol = (
             storage
             if isinstance(storage, ReliableStreamStorageProtocol)

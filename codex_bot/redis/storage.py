@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
+from codex_bot.redis.cluster import is_cluster, node_of
 from codex_bot.redis.codec import entry_id_key, text
 from codex_bot.redis.ledger import LedgerEntry, RetryLedger
 from codex_bot.redis.types import ClaimPage, Entry
@@ -64,26 +66,37 @@ class RedisStreamStorage:
     ``codex_bot.redis.codec.decode_fields`` turns them into a payload. Entry ids are ``str``.
 
     Args:
-        redis: An asyncio client. A blocking read never waits longer than 80% of its
+        redis: An asyncio client: ``Redis`` (also from ``Sentinel.master_for``) or
+            ``RedisCluster`` (then reads go straight to the stream's node; see
+            ``codex_bot.redis.cluster``). A blocking read never waits longer than 80% of its
             ``socket_timeout``, so a quiet stream does not turn into a client timeout.
     """
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis | RedisCluster) -> None:
         self.redis = redis
-        timeout = redis.connection_pool.connection_kwargs.get("socket_timeout")
+        self._cluster = is_cluster(redis)
+        timeout = redis.get_connection_kwargs().get("socket_timeout")
         self._max_block_ms = int(timeout * 1000 * _BLOCK_MARGIN) if timeout else None
-        self._dead_letter_script = redis.register_script(_DEAD_LETTER_LUA)
+        # redis-py types register_script for Redis only; RedisCluster has it too
+        scripts: Any = redis
+        self._dead_letter_script = scripts.register_script(_DEAD_LETTER_LUA)
         self._ledger = RetryLedger(redis)
-        self._refresh_script = redis.register_script(_REFRESH_LUA)
+        self._refresh_script = scripts.register_script(_REFRESH_LUA)
         # redis-py leaves execute_command untyped
         self._execute: Callable[..., Awaitable[Any]] = redis.execute_command
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> RedisStreamStorage:
-        """Build a storage over ``Redis.from_url(url, **kwargs)``."""
+    def from_url(cls, url: str, *, cluster: bool = False, **kwargs: Any) -> RedisStreamStorage:
+        """Build a storage over ``Redis.from_url(url, **kwargs)`` (``RedisCluster`` with
+        ``cluster=True``)."""
+        if cluster:
+            return cls(RedisCluster.from_url(url, **kwargs))
         return cls(Redis.from_url(url, **kwargs))
 
-    async def _raw_command(self, *args: Any) -> Any:
+    async def _raw_command(self, *args: Any, key: str | None = None) -> Any:
+        """A command with undecoded replies; on a cluster, sent straight to ``key``'s node."""
+        if self._cluster and key is not None:
+            return await self._execute(*args, **node_of(self.redis, key), **_RAW)
         return await self._execute(*args, **_RAW)
 
     # -- the basic protocol ------------------------------------------------------------
@@ -147,7 +160,7 @@ class RedisStreamStorage:
     ) -> list[Entry]:
         """Wait on the server up to ``block_ms`` (never 0: that means forever) for new entries."""
         args = self._blocking_read(stream_name, group_name, consumer_name, count, block_ms)
-        return _entries(await self._raw_command(*args))
+        return _entries(await self._raw_command(*args, key=stream_name))
 
     async def ack_and_read_new(
         self,
@@ -158,8 +171,18 @@ class RedisStreamStorage:
         count: int,
         block_ms: int,
     ) -> list[Entry]:
-        """XACK the finished entries and read new ones in one pipelined round trip."""
+        """XACK the finished entries and read new ones in one pipelined round trip.
+
+        On a cluster the two go out side by side on two connections (a pipelined XREADGROUP
+        would cost the cluster client a ``COMMAND GETKEYS`` first).
+        """
         args = self._blocking_read(stream_name, group_name, consumer_name, count, block_ms)
+        if self._cluster:
+            _, reply = await asyncio.gather(
+                self.redis.xack(stream_name, group_name, *ack_ids),
+                self._raw_command(*args, key=stream_name),
+            )
+            return _entries(reply)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xack(stream_name, group_name, *ack_ids)
             pipe.execute_command(*args, **_RAW)
@@ -201,6 +224,7 @@ class RedisStreamStorage:
             "STREAMS",
             stream_name,
             after_id,
+            key=stream_name,
         )
         return _entries(reply)
 
@@ -229,6 +253,7 @@ class RedisStreamStorage:
             cursor,
             "COUNT",
             count,
+            key=stream_name,
         )
         return await claim_page(self, reply, stream_name, group_name, consumer_name, cursor)
 

@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis, RedisCluster
+
     from codex_bot.redis.ledger import LedgerEntry
+
+AnyRedis: TypeAlias = "Redis | RedisCluster"
+"""An asyncio client of one Redis (``Redis``, ``Sentinel.master_for``) or of a cluster."""
 
 Payload: TypeAlias = dict[str, Any]
 HandlerFunc: TypeAlias = Callable[[Payload, Any], Awaitable[None]]
