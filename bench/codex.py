@@ -37,7 +37,12 @@ from bench.common import (
     wait_until,
 )
 from bench.latency import produce_paced
-from codex_bot.redis import BotRedisDispatcher, RedisStreamProcessor, RedisStreamStorage
+from codex_bot.redis import (
+    BotRedisDispatcher,
+    GroupConsumer,
+    RedisStreamProcessor,
+    RedisStreamStorage,
+)
 
 CONSUMER = "codex"
 SLOW_HANDLER_S = 0.05
@@ -58,10 +63,8 @@ class CountingStorage(RedisStreamStorage):
         self.ack_calls = 0
         self.acked = 0
 
-    async def read_new(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
-    ) -> Any:
-        entries = await super().read_new(stream_name, group_name, consumer_name, count, block_ms)
+    async def read_new(self, who: GroupConsumer, count: int, block_ms: int) -> Any:
+        entries = await super().read_new(who, count, block_ms)
         self.reads += 1
         self.read_entries += len(entries)
         self.read_counts[count] += 1

@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from codex_bot.redis import (
+    GroupConsumer,
     RedisStreamProcessor,
     RedisStreamStorage,
     StreamProducer,
@@ -141,11 +142,11 @@ async def test_a_replica_that_lost_its_lease_reads_and_acks_nothing(redis: Redis
     await redis.set(lease, "me", px=10_000)
     mine = LeasedStreamStorage(redis, lease, "me")
     await redis.xadd(partition, {"type": "t", "n": "1"})
-    [(entry_id, _)] = await mine.read_new(partition, GROUP, "me", 10, 10)
+    [(entry_id, _)] = await mine.read_new(GroupConsumer(partition, GROUP, "me"), 10, 10)
     await redis.set(lease, "another replica", px=10_000)  # a pause too long: the lease moved on
     await redis.xadd(partition, {"type": "t", "n": "2"})
     with pytest.raises(LeaseLostError):
-        await mine.read_new(partition, GROUP, "me", 10, 10)
+        await mine.read_new(GroupConsumer(partition, GROUP, "me"), 10, 10)
     with pytest.raises(LeaseLostError):
         await mine.ack_events(partition, GROUP, [entry_id])
     with pytest.raises(LeaseLostError):
@@ -160,7 +161,7 @@ async def test_a_blocked_leased_read_wakes_for_a_new_entry(redis: Redis, stream:
     await redis.xgroup_create(partition, GROUP, id="0", mkstream=True)
     await redis.set(lease, "me", px=10_000)
     mine = LeasedStreamStorage(redis, lease, "me")
-    read = asyncio.create_task(mine.read_new(partition, GROUP, "me", 10, 5_000))
+    read = asyncio.create_task(mine.read_new(GroupConsumer(partition, GROUP, "me"), 10, 5_000))
     await wait_for(lambda: blocked(redis), message="the read to block")
     entry_id = await redis.xadd(partition, {"type": "t"})
     assert [e for e, _ in await asyncio.wait_for(read, 5)] == [entry_id]

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from codex_bot.redis import (
+    GroupConsumer,
     RedisStreamStorage,
     ReliableStreamStorageProtocol,
     StreamStorageProtocol,
@@ -54,7 +55,7 @@ def test_implements_both_protocols(store):
 async def test_group_starts_at_zero_so_earlier_events_are_read(store, client, stream):
     ids = await push(client, stream, 3)
     await store.create_group(stream, GROUP)
-    entries = await store.read_new(stream, GROUP, "c1", 10, 100)
+    entries = await store.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 100)
     assert [entry_id for entry_id, _ in entries] == ids
     assert decode_fields(entries[0][1]) == {"type": "t", "n": "0"}
 
@@ -87,13 +88,13 @@ async def test_group_last_delivered_id(store, client, stream):
 async def test_read_new_blocks_for_its_timeout_then_returns_nothing(store, stream):
     await store.create_group(stream, GROUP)
     started = time.monotonic()
-    assert await store.read_new(stream, GROUP, "c1", 10, 200) == []
+    assert await store.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 200) == []
     assert time.monotonic() - started >= 0.15
 
 
 async def test_read_new_wakes_up_when_an_entry_arrives(store, client, stream):
     await store.create_group(stream, GROUP)
-    read = asyncio.create_task(store.read_new(stream, GROUP, "c1", 10, 10_000))
+    read = asyncio.create_task(store.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 10_000))
     await wait_for(lambda: _blocked(client), message="the read to block on the server")
     [entry_id] = await push(client, stream, 1)
     entries = await asyncio.wait_for(read, 2)
@@ -109,7 +110,9 @@ async def test_block_is_clamped_below_the_socket_timeout(redis_server, make_clie
     store = RedisStreamStorage(redis)
     await store.create_group(stream, GROUP)
     started = time.monotonic()
-    assert await store.read_new(stream, GROUP, "c1", 10, 2000) == []  # no TimeoutError
+    assert (
+        await store.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 2000) == []
+    )  # no TimeoutError
     assert time.monotonic() - started < 0.5
     assert await redis.ping()
 
@@ -141,10 +144,10 @@ async def test_read_own_pending_returns_this_consumers_entries(store, client, st
     await deliver(client, stream, "c1", 3)
     await deliver(client, stream, "c2", 1)
     await client.xdel(stream, ids[1])
-    first = await store.read_own_pending(stream, GROUP, "c1", "0-0", 2)
+    first = await store.read_own_pending(GroupConsumer(stream, GROUP, "c1"), "0-0", 2)
     assert [e for e, _ in first] == ids[:2]
     assert first[1][1] == {}  # deleted while pending: no fields
-    rest = await store.read_own_pending(stream, GROUP, "c1", ids[1], 10)
+    rest = await store.read_own_pending(GroupConsumer(stream, GROUP, "c1"), ids[1], 10)
     assert [e for e, _ in rest] == [ids[2]]
 
 
@@ -162,7 +165,7 @@ async def _claim_all(store: RedisStreamStorage, stream: str, page_size: int) -> 
     claimed: list[str] = []
     cursor, pages = "0-0", 0
     while True:
-        page = await store.claim_stale(stream, GROUP, "alive", 0, cursor, page_size)
+        page = await store.claim_stale(GroupConsumer(stream, GROUP, "alive"), 0, cursor, page_size)
         claimed += [entry_id for entry_id, _ in page.entries]
         pages += 1
         cursor = page.next_cursor
@@ -177,7 +180,7 @@ async def test_claim_stale_respects_min_idle(store, client, stream):
     await store.create_group(stream, GROUP)
     await push(client, stream, 2)
     await deliver(client, stream, "dead", 2)
-    page = await store.claim_stale(stream, GROUP, "alive", 60_000, "0-0", 10)
+    page = await store.claim_stale(GroupConsumer(stream, GROUP, "alive"), 60_000, "0-0", 10)
     assert page.entries == []
     assert page.next_cursor == "0-0"
 
@@ -211,7 +214,7 @@ async def test_claim_cursor_and_deleted_entries_on_each_redis_version(
     deleted: list[str] = []
     cursor = "0-0"
     while True:
-        page = await store.claim_stale(stream, GROUP, "alive", 60_000, cursor, 10)
+        page = await store.claim_stale(GroupConsumer(stream, GROUP, "alive"), 60_000, cursor, 10)
         claimed += [entry_id for entry_id, _ in page.entries]
         deleted += page.deleted_ids
         cursor = page.next_cursor
@@ -236,8 +239,8 @@ async def test_delivery_counts(store, client, stream):
     await store.create_group(stream, GROUP)
     ids = await push(client, stream, 3)
     await deliver(client, stream, "c1", 3)
-    await store.claim_stale(stream, GROUP, "c2", 0, ids[1], 1)
-    await store.claim_stale(stream, GROUP, "c2", 0, ids[1], 1)
+    await store.claim_stale(GroupConsumer(stream, GROUP, "c2"), 0, ids[1], 1)
+    await store.claim_stale(GroupConsumer(stream, GROUP, "c2"), 0, ids[1], 1)
     assert await store.delivery_counts(stream, GROUP, ids) == {ids[0]: 1, ids[1]: 3, ids[2]: 1}
     await client.xack(stream, GROUP, ids[0])
     assert await store.delivery_counts(stream, GROUP, [ids[0], ids[2]]) == {ids[2]: 1}
@@ -292,10 +295,10 @@ async def test_non_utf8_entries_do_not_fail_a_read(store, client, stream):
     await store.create_group(stream, GROUP)
     bad = text(await client.xadd(stream, {b"type": b"t", b"v": b"\xff"}))
     [good] = await push(client, stream, 1)
-    entries = await store.read_new(stream, GROUP, "c1", 10, 100)
+    entries = await store.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 100)
     assert [e for e, _ in entries] == [bad, good]
     assert decode_fields(entries[1][1]) == {"type": "t", "n": "0"}
-    own = await store.read_own_pending(stream, GROUP, "c1", "0-0", 10)
+    own = await store.read_own_pending(GroupConsumer(stream, GROUP, "c1"), "0-0", 10)
     assert [e for e, _ in own] == [bad, good]
-    page = await store.claim_stale(stream, GROUP, "c2", 0, "0-0", 10)
+    page = await store.claim_stale(GroupConsumer(stream, GROUP, "c2"), 0, "0-0", 10)
     assert [e for e, _ in page.entries] == [bad, good]

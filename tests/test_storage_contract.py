@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from codex_bot.redis import RedisStreamStorage
+from codex_bot.redis import GroupConsumer, RedisStreamStorage
 from codex_bot.testing import InMemoryStreamStorage
 from tests.conftest import REDIS_BINARIES, redis_major, wait_for
 
@@ -110,8 +110,8 @@ async def test_group_is_created_once_at_zero_with_mkstream(backend: Backend, str
     older = await backend.add(stream, n="1")
     assert await storage.ensure_group(stream, "latecomer", "$") is True
     newer = await backend.add(stream, n="2")
-    bot_read = await storage.read_new(stream, GROUP, "c1", 10, 1)
-    late_read = await storage.read_new(stream, "latecomer", "c1", 10, 1)
+    bot_read = await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 1)
+    late_read = await storage.read_new(GroupConsumer(stream, "latecomer", "c1"), 10, 1)
     assert [i for i, _ in bot_read] == [older, newer]  # created at 0: earlier entries too
     assert [i for i, _ in late_read] == [newer]
 
@@ -121,14 +121,14 @@ async def test_read_new_delivers_each_entry_once(backend: Backend, stream: str) 
     await storage.ensure_group(stream, GROUP, "0")
     ids = [await backend.add(stream, n=str(n), type="t") for n in range(3)]
 
-    first = await storage.read_new(stream, GROUP, "c1", 2, 1)
+    first = await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 2, 1)
     second = await storage.read_events(stream, GROUP, "c2", 10)
 
     # reliable reads give bytes (an entry that is not UTF-8 must not fail the read),
     # the basic reads give str, as a decode_responses=True client does
     assert first == [(ids[0], {b"n": b"0", b"type": b"t"}), (ids[1], {b"n": b"1", b"type": b"t"})]
     assert second == [(ids[2], {"n": "2", "type": "t"})]
-    assert await storage.read_new(stream, GROUP, "c1", 10, 1) == []
+    assert await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 1) == []
     assert await storage.group_last_delivered_id(stream, GROUP) == ids[2]
     assert await backend.pending(stream) == [
         (ids[0], "c1", 1),
@@ -142,13 +142,15 @@ async def test_read_new_blocks_for_block_ms_when_nothing_arrives(
 ) -> None:
     await backend.storage.ensure_group(stream, GROUP, "0")
     started = time.monotonic()
-    assert await backend.storage.read_new(stream, GROUP, "c1", 10, 200) == []
+    assert await backend.storage.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 200) == []
     assert 0.15 <= time.monotonic() - started < 2
 
 
 async def test_read_new_wakes_as_soon_as_an_entry_is_added(backend: Backend, stream: str) -> None:
     await backend.storage.ensure_group(stream, GROUP, "0")
-    read = asyncio.create_task(backend.storage.read_new(stream, GROUP, "c1", 10, 10_000))
+    read = asyncio.create_task(
+        backend.storage.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 10_000)
+    )
     await backend.wait_until_blocked()
     assert not read.done()
 
@@ -166,13 +168,13 @@ async def test_read_own_pending_rereads_history_and_counts_deliveries(
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")
     ids = [await backend.add(stream, n=str(n)) for n in range(4)]
-    await storage.read_new(stream, GROUP, "c1", 3, 1)
-    await storage.read_new(stream, GROUP, "c2", 1, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 3, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c2"), 1, 1)
 
-    everything = await storage.read_own_pending(stream, GROUP, "c1", "0-0", 10)
-    after_first = await storage.read_own_pending(stream, GROUP, "c1", ids[0], 1)
+    everything = await storage.read_own_pending(GroupConsumer(stream, GROUP, "c1"), "0-0", 10)
+    after_first = await storage.read_own_pending(GroupConsumer(stream, GROUP, "c1"), ids[0], 1)
     await backend.delete(stream, ids[2])
-    deleted = await storage.read_own_pending(stream, GROUP, "c1", ids[1], 10)
+    deleted = await storage.read_own_pending(GroupConsumer(stream, GROUP, "c1"), ids[1], 10)
 
     assert everything == [(ids[n], {b"n": str(n).encode()}) for n in range(3)]
     assert after_first == [(ids[1], {b"n": b"1"})]
@@ -189,13 +191,15 @@ async def test_claim_stale_follows_the_cursor_page_by_page(backend: Backend, str
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")
     ids = [await backend.add(stream, n=str(n)) for n in range(5)]
-    await storage.read_new(stream, GROUP, "c1", 5, 1)
-    assert (await storage.claim_stale(stream, GROUP, "c2", 60_000, "0-0", 10)).entries == []
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 5, 1)
+    assert (
+        await storage.claim_stale(GroupConsumer(stream, GROUP, "c2"), 60_000, "0-0", 10)
+    ).entries == []
 
     pages = []
     cursor = "0-0"
     while True:
-        page = await storage.claim_stale(stream, GROUP, "c2", 0, cursor, 2)
+        page = await storage.claim_stale(GroupConsumer(stream, GROUP, "c2"), 0, cursor, 2)
         pages.append([entry_id for entry_id, _ in page.entries])
         cursor = page.next_cursor
         if cursor == "0-0":
@@ -211,10 +215,10 @@ async def test_claim_stale_reports_entries_deleted_while_pending(
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")
     ids = [await backend.add(stream, n=str(n)) for n in range(3)]
-    await storage.read_new(stream, GROUP, "c1", 3, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 3, 1)
     await backend.delete(stream, ids[0])
 
-    page = await storage.claim_stale(stream, GROUP, "c2", 0, "0-0", 2)
+    page = await storage.claim_stale(GroupConsumer(stream, GROUP, "c2"), 0, "0-0", 2)
     basic = await storage.claim_stale_events(stream, GROUP, "c3", 0, 10)
 
     # every version: the deleted entry is named (and counts against COUNT)
@@ -242,12 +246,12 @@ async def test_delivery_counts_grow_with_each_redelivery(backend: Backend, strea
     await storage.ensure_group(stream, GROUP, "0")
     kept = await backend.add(stream, n="1")
     acked = await backend.add(stream, n="2")
-    await storage.read_new(stream, GROUP, "c1", 2, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 2, 1)
     await storage.ack_event(stream, GROUP, acked)
     assert await storage.delivery_counts(stream, GROUP, [kept, acked]) == {kept: 1}
 
-    await storage.claim_stale(stream, GROUP, "c2", 0, "0-0", 10)
-    await storage.read_own_pending(stream, GROUP, "c2", "0-0", 10)
+    await storage.claim_stale(GroupConsumer(stream, GROUP, "c2"), 0, "0-0", 10)
+    await storage.read_own_pending(GroupConsumer(stream, GROUP, "c2"), "0-0", 10)
 
     assert await storage.delivery_counts(stream, GROUP, [kept, acked]) == {kept: 3}
     assert await storage.delivery_counts(stream, GROUP, []) == {}
@@ -257,7 +261,7 @@ async def test_ack_removes_entries_from_the_pel(backend: Backend, stream: str) -
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")
     ids = [await backend.add(stream, n=str(n)) for n in range(3)]
-    await storage.read_new(stream, GROUP, "c1", 3, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 3, 1)
 
     assert await storage.ack_events(stream, GROUP, [ids[0], ids[1], ids[1]]) == 2
     assert await storage.ack_events(stream, GROUP, [ids[0]]) == 0
@@ -272,14 +276,14 @@ async def test_ack_and_read_new_acks_first_then_reads(backend: Backend, stream: 
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")
     first = [await backend.add(stream, n=str(n)) for n in range(2)]
-    await storage.read_new(stream, GROUP, "c1", 2, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 2, 1)
     later = await backend.add(stream, n="2")
 
-    entries = await storage.ack_and_read_new(stream, GROUP, "c1", first, 10, 1)
+    entries = await storage.ack_and_read_new(GroupConsumer(stream, GROUP, "c1"), first, 10, 1)
 
     assert [entry_id for entry_id, _ in entries] == [later]
     assert await backend.pending(stream) == [(later, "c1", 1)]
-    assert await storage.ack_and_read_new(stream, GROUP, "c1", [later], 10, 1) == []
+    assert await storage.ack_and_read_new(GroupConsumer(stream, GROUP, "c1"), [later], 10, 1) == []
     assert await backend.pending(stream) == []
 
 
@@ -287,17 +291,19 @@ async def test_restore_pending_puts_existing_entries_back(backend: Backend, stre
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")
     kept, deleted = await backend.add(stream, n="0"), await backend.add(stream, n="1")
-    await storage.read_new(stream, GROUP, "c1", 2, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 2, 1)
     await backend.destroy_group(stream)
     await storage.ensure_group(stream, GROUP, deleted)
     await backend.delete(stream, deleted)
 
-    await storage.restore_pending(stream, GROUP, "c2", [kept, deleted])
+    await storage.restore_pending(GroupConsumer(stream, GROUP, "c2"), [kept, deleted])
 
     assert [(entry_id, consumer) for entry_id, consumer, _ in await backend.pending(stream)] == [
         (kept, "c2")
     ]
-    [(entry_id, fields)] = await storage.read_own_pending(stream, GROUP, "c2", "0-0", 10)
+    [(entry_id, fields)] = await storage.read_own_pending(
+        GroupConsumer(stream, GROUP, "c2"), "0-0", 10
+    )
     assert entry_id == kept
     assert fields
 
@@ -307,7 +313,7 @@ async def test_dead_letter_appends_letters_and_acks(backend: Backend, stream: st
     await storage.ensure_group(stream, GROUP, "0")
     bad = await backend.add(stream, n="1")
     good = await backend.add(stream, n="2")
-    await storage.read_new(stream, GROUP, "c1", 2, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 2, 1)
     letters = [{"n": "1", "codex.dead.reason": "a"}, {"n": "1", "codex.dead.reason": "b"}]
 
     await storage.dead_letter(stream, GROUP, bad, stream + ":dead", letters)
@@ -320,18 +326,18 @@ async def test_a_destroyed_group_answers_nogroup(backend: Backend, stream: str) 
     storage = backend.storage
     await storage.ensure_group(stream, GROUP, "0")
     entry_id = await backend.add(stream, n="1")
-    await storage.read_new(stream, GROUP, "c1", 10, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 1)
 
     await backend.destroy_group(stream)
 
     with pytest.raises(ResponseError, match="NOGROUP"):
-        await storage.read_new(stream, GROUP, "c1", 10, 1)
+        await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 1)
     with pytest.raises(ResponseError, match="NOGROUP"):
-        await storage.read_own_pending(stream, GROUP, "c1", "0-0", 10)
+        await storage.read_own_pending(GroupConsumer(stream, GROUP, "c1"), "0-0", 10)
     with pytest.raises(ResponseError, match="NOGROUP"):
-        await storage.claim_stale(stream, GROUP, "c1", 0, "0-0", 10)
+        await storage.claim_stale(GroupConsumer(stream, GROUP, "c1"), 0, "0-0", 10)
     with pytest.raises(ResponseError, match="NOGROUP"):
         await storage.delivery_counts(stream, GROUP, [entry_id])
     assert await storage.group_last_delivered_id(stream, GROUP) is None
     assert await storage.ensure_group(stream, GROUP, entry_id) is True
-    assert await storage.read_new(stream, GROUP, "c1", 10, 1) == []
+    assert await storage.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 1) == []

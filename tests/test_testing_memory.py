@@ -9,7 +9,12 @@ from aiogram import Bot
 from dependency_injector import containers, providers
 from redis.exceptions import ResponseError
 
-from codex_bot.redis import BotRedisDispatcher, RedisRouter, RedisStreamProcessor
+from codex_bot.redis import (
+    BotRedisDispatcher,
+    GroupConsumer,
+    RedisRouter,
+    RedisStreamProcessor,
+)
 from codex_bot.testing import InMemoryStreamStorage, TelegramBotAPIStandIn
 from tests.conftest import wait_for
 
@@ -135,7 +140,7 @@ async def test_a_chat_that_blocked_the_bot_is_dead_lettered_not_retried() -> Non
 async def test_a_blocked_read_hears_nogroup_when_its_group_is_destroyed() -> None:
     storage = InMemoryStreamStorage()
     await storage.ensure_group("s", "g", "0")
-    read = asyncio.create_task(storage.read_new("s", "g", "c", 10, 30_000))
+    read = asyncio.create_task(storage.read_new(GroupConsumer("s", "g", "c"), 10, 30_000))
     await asyncio.sleep(0)  # one loop turn: the read reaches its wait
 
     assert storage.destroy_group("s", "g") is True
@@ -149,12 +154,14 @@ async def test_an_injected_clock_makes_entries_stale_without_waiting() -> None:
     storage = InMemoryStreamStorage(clock=lambda: now[0])
     await storage.ensure_group("s", "g", "0")
     entry_id = storage.add("s", {"n": 1, "price": 2.5, b"raw": b"\xff"})
-    await storage.read_new("s", "g", "c1", 10, 0)
-    assert (await storage.claim_stale("s", "g", "c2", 60_000, "0-0", 10)).entries == []
+    await storage.read_new(GroupConsumer("s", "g", "c1"), 10, 0)
+    assert (
+        await storage.claim_stale(GroupConsumer("s", "g", "c2"), 60_000, "0-0", 10)
+    ).entries == []
 
     now[0] += 61
     [pending] = storage.pending("s", "g")
-    page = await storage.claim_stale("s", "g", "c2", 60_000, "0-0", 10)
+    page = await storage.claim_stale(GroupConsumer("s", "g", "c2"), 60_000, "0-0", 10)
 
     assert (pending.entry_id, pending.consumer, pending.idle_ms) == (entry_id, "c1", 61_000)
     assert page.entries == [(entry_id, {b"n": b"1", b"price": b"2.5", b"raw": b"\xff"})]
@@ -183,10 +190,10 @@ def test_one_storage_outlives_the_event_loop_of_a_test() -> None:
 
     async def read_until_timeout() -> None:
         await storage.ensure_group("s", "g", "0")
-        assert await storage.read_new("s", "g", "c", 10, 5) == []
+        assert await storage.read_new(GroupConsumer("s", "g", "c"), 10, 5) == []
 
     async def read_until_added() -> list:
-        read = asyncio.create_task(storage.read_new("s", "g", "c", 10, 30_000))
+        read = asyncio.create_task(storage.read_new(GroupConsumer("s", "g", "c"), 10, 30_000))
         await asyncio.sleep(0)  # one loop turn: the read reaches its wait
         storage.add("s", {"n": "1"})
         return await asyncio.wait_for(read, 5)

@@ -29,6 +29,7 @@ from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.storage import RedisStreamStorage
 from codex_bot.redis.types import (
     ClaimPage,
+    GroupConsumer,
     HandlingReport,
     ReliableStreamStorageProtocol,
     RetrySchedulerProtocol,
@@ -47,6 +48,7 @@ __all__ = [
     "DispatcherNotReadyError",
     "EntryLimits",
     "EventContext",
+    "GroupConsumer",
     "HandlerFailedError",
     "HandlerFailure",
     "HandlingReport",

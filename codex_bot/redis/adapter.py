@@ -9,11 +9,10 @@ cannot do degrades here, in one place.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from codex_bot.redis.exceptions import CodexBotError
-from codex_bot.redis.types import ClaimPage, Entry, StreamStorageProtocol
+from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters, StreamStorageProtocol
 
 _DONE = "0-0"
 
@@ -57,53 +56,35 @@ class BasicStorageAdapter:
         """Unknown: None."""
         return None
 
-    async def read_new(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
-    ) -> list[Entry]:
+    async def read_new(self, who: GroupConsumer, count: int, block_ms: int) -> list[Entry]:
         """``read_events``; when it returns nothing, sleep ``block_ms`` instead of blocking."""
-        entries = await self.storage.read_events(stream_name, group_name, consumer_name, count)
+        entries = await self.storage.read_events(*who, count)
         if not entries:
             await asyncio.sleep(block_ms / 1000)
         return list(entries)
 
     async def ack_and_read_new(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        ack_ids: Sequence[str],
-        count: int,
-        block_ms: int,
+        self, who: GroupConsumer, ack_ids: Sequence[str], count: int, block_ms: int
     ) -> list[Entry]:
         """Acknowledge one by one, then read."""
-        await self.ack_events(stream_name, group_name, ack_ids)
-        return await self.read_new(stream_name, group_name, consumer_name, count, block_ms)
+        await self.ack_events(who.stream, who.group, ack_ids)
+        return await self.read_new(who, count, block_ms)
 
-    async def restore_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
-    ) -> None:
+    async def restore_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> None:
         """Nothing to restore: a basic storage never reports a recreated group."""
 
-    async def read_own_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
-    ) -> list[Entry]:
+    async def read_own_pending(self, who: GroupConsumer, after_id: str, count: int) -> list[Entry]:
         """Not available: no entries."""
         return []
 
     async def claim_stale(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        min_idle_ms: int,
-        cursor: str,
-        count: int,
+        self, who: GroupConsumer, min_idle_ms: int, cursor: str, count: int
     ) -> ClaimPage:
         """The first page of ``claim_stale_events``, or nothing if the storage lacks it."""
         claim = getattr(self.storage, "claim_stale_events", None)
         if claim is None:
             return ClaimPage(_DONE, [], [])
-        entries = await claim(stream_name, group_name, consumer_name, min_idle_ms, count)
+        entries = await claim(*who, min_idle_ms, count)
         return ClaimPage(_DONE, list(entries), [])
 
     async def delivery_counts(
@@ -119,12 +100,7 @@ class BasicStorageAdapter:
         return len(entry_ids)
 
     async def dead_letter(
-        self,
-        stream_name: str,
-        group_name: str,
-        entry_id: str,
-        dead_stream: str,
-        letters: Sequence[Mapping[Any, Any]],
+        self, stream_name: str, group_name: str, entry_id: str, dead_stream: str, letters: Letters
     ) -> None:
         """Not available.
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from codex_bot.redis.codec import entry_id_key
 from codex_bot.redis.stats import ProcessorStats
-from codex_bot.redis.types import Entry, ReliableStreamStorageProtocol
+from codex_bot.redis.types import Entry, GroupConsumer, ReliableStreamStorageProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +34,7 @@ class GroupKeeper:
 
     Args:
         storage: Where the group lives.
-        stream_name: The stream.
-        group_name: The group.
-        consumer_name: This process's consumer.
+        who: The stream, the group and this process's consumer.
         stats: ``groups_recreated`` counts recreations.
         start_id: Where a group that never existed starts (``"0"``: the whole stream).
     """
@@ -44,16 +42,13 @@ class GroupKeeper:
     def __init__(
         self,
         storage: ReliableStreamStorageProtocol,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
+        who: GroupConsumer,
         stats: ProcessorStats,
         start_id: str = "0",
     ) -> None:
         self.storage = storage
-        self.stream_name = stream_name
-        self.group_name = group_name
-        self.consumer_name = consumer_name
+        self.who = who
+        self.stream_name, self.group_name = who.stream, who.group
         self.stats = stats
         self.start_id = start_id
         self.ready = False
@@ -111,9 +106,7 @@ class GroupKeeper:
         if not self.left_pending:
             return
         ids = list(self.left_pending)
-        await self.storage.restore_pending(
-            self.stream_name, self.group_name, self.consumer_name, ids
-        )
+        await self.storage.restore_pending(self.who, ids)
         self.left_pending.clear()
         logger.warning(
             "restored %s failed entr(ies) to the recreated group %s on %s",

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Collection
 
-from codex_bot.redis.types import HeldEntriesProtocol
+from codex_bot.redis.types import GroupConsumer, HeldEntriesProtocol
 
 logger = logging.getLogger("codex_bot.redis.processor")
 
@@ -27,9 +27,7 @@ class HeldEntries:
 
     Args:
         storage: Resets idle times.
-        stream_name: The stream.
-        group_name: The consumer group.
-        consumer_name: This process's consumer.
+        who: The stream, the consumer group and this process's consumer.
         held: Returns the ids of the entries held right now (admitted, not finished).
         claim_min_idle_ms: The idle time at which other consumers claim an entry.
     """
@@ -37,16 +35,12 @@ class HeldEntries:
     def __init__(
         self,
         storage: HeldEntriesProtocol,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
+        who: GroupConsumer,
         held: Callable[[], Collection[str]],
         claim_min_idle_ms: int,
     ) -> None:
         self.storage = storage
-        self.stream_name = stream_name
-        self.group_name = group_name
-        self.consumer_name = consumer_name
+        self.who = who
         self.held = held
         self.period = max(claim_min_idle_ms / 3000, _MIN_PERIOD)
         self._task: asyncio.Task[None] | None = None
@@ -54,7 +48,7 @@ class HeldEntries:
     def start(self) -> None:
         """Start refreshing in the background."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"codex-held:{self.stream_name}")
+            self._task = asyncio.create_task(self._run(), name=f"codex-held:{self.who.stream}")
 
     async def stop(self) -> None:
         """Stop refreshing: entries given up on stop become claimable after the idle time."""
@@ -71,10 +65,8 @@ class HeldEntries:
             if not ids:
                 continue
             try:
-                await self.storage.refresh_pending(
-                    self.stream_name, self.group_name, self.consumer_name, ids
-                )
+                await self.storage.refresh_pending(self.who, ids)
             except Exception as exc:  # noqa: BLE001 - the read loop reports outages; try again
                 logger.debug(
-                    "could not refresh %s held entries of %s: %r", len(ids), self.stream_name, exc
+                    "could not refresh %s held entries of %s: %r", len(ids), self.who.stream, exc
                 )

@@ -10,7 +10,7 @@ entries nor acknowledge any; it gets ``LeaseLostError`` instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -18,7 +18,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from codex_bot.redis.codec import text
 from codex_bot.redis.exceptions import LeaseLostError
 from codex_bot.redis.storage import RedisStreamStorage, claim_page
-from codex_bot.redis.types import ClaimPage, Entry
+from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters
 
 _LOST = "LEASELOST"
 _CHECK = """
@@ -110,28 +110,19 @@ class LeasedStreamStorage(RedisStreamStorage):
         self._guard = redis.register_script(GUARD_LUA)
         self._leased_dead_letter = redis.register_script(DEAD_LETTER_LUA)
 
-    async def read_new(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
-    ) -> list[Entry]:
+    async def read_new(self, who: GroupConsumer, count: int, block_ms: int) -> list[Entry]:
         """Read new entries under the lease; when there are none, wait up to ``block_ms``.
 
         A script cannot block, so the wait is an XREAD BLOCK after the stream's last id
         (it reads nothing for the group), and the leased read runs again when it wakes.
         """
-        return await self.ack_and_read_new(
-            stream_name, group_name, consumer_name, (), count, block_ms
-        )
+        return await self.ack_and_read_new(who, (), count, block_ms)
 
     async def ack_and_read_new(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        ack_ids: Sequence[str],
-        count: int,
-        block_ms: int,
+        self, who: GroupConsumer, ack_ids: Sequence[str], count: int, block_ms: int
     ) -> list[Entry]:
         """ACK ``ack_ids`` and read new entries in one leased script; wait when there are none."""
+        stream_name, group_name, consumer_name = who
         args = [self.owner, group_name, consumer_name, count, len(ack_ids), *ack_ids]
         reply = await self._script(self._read, [self.lease, stream_name], args)
         if isinstance(reply, list):
@@ -154,10 +145,9 @@ class LeasedStreamStorage(RedisStreamStorage):
             return 0
         return int(await self._guarded([stream_name], "XACK", stream_name, group_name, *entry_ids))
 
-    async def read_own_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
-    ) -> list[Entry]:
+    async def read_own_pending(self, who: GroupConsumer, after_id: str, count: int) -> list[Entry]:
         """This consumer's pending entries after ``after_id``, read under the lease."""
+        stream_name, group_name, consumer_name = who
         reply = await self._guarded(
             [stream_name], "XREADGROUP", "GROUP", group_name, consumer_name,
             "COUNT", count, "STREAMS", stream_name, after_id,
@@ -165,15 +155,10 @@ class LeasedStreamStorage(RedisStreamStorage):
         return _stream_entries(reply) if reply else []
 
     async def claim_stale(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        min_idle_ms: int,
-        cursor: str,
-        count: int,
+        self, who: GroupConsumer, min_idle_ms: int, cursor: str, count: int
     ) -> ClaimPage:
         """One XAUTOCLAIM page under the lease."""
+        stream_name, group_name, consumer_name = who
         reply = await self._guarded(
             [stream_name], "XAUTOCLAIM", stream_name, group_name, consumer_name,
             min_idle_ms, cursor, "COUNT", count,
@@ -183,12 +168,11 @@ class LeasedStreamStorage(RedisStreamStorage):
             for entry in reply[1]
         ]
         parsed = [reply[0], claimed, *reply[2:]]
-        return await claim_page(self, parsed, stream_name, group_name, consumer_name, cursor)
+        return await claim_page(self, parsed, who, cursor)
 
-    async def restore_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
-    ) -> None:
+    async def restore_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> None:
         """XCLAIM FORCE JUSTID under the lease."""
+        stream_name, group_name, consumer_name = who
         if entry_ids:
             await self._guarded(
                 [stream_name], "XCLAIM", stream_name, group_name, consumer_name, 0,
@@ -196,12 +180,7 @@ class LeasedStreamStorage(RedisStreamStorage):
             )  # fmt: skip
 
     async def dead_letter(
-        self,
-        stream_name: str,
-        group_name: str,
-        entry_id: str,
-        dead_stream: str,
-        letters: Sequence[Mapping[Any, Any]],
+        self, stream_name: str, group_name: str, entry_id: str, dead_stream: str, letters: Letters
     ) -> None:
         """Append the letters and ACK the entry under the lease, in one script.
 

@@ -27,6 +27,7 @@ from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.types import (
     ClaimPage,
     Entry,
+    GroupConsumer,
     HeldEntriesProtocol,
     ReliableStreamStorageProtocol,
     RetryLedgerProtocol,
@@ -92,15 +93,14 @@ class StreamSource:
         self.stream_name = stream_name
         self.group_name = group_name
         self.consumer_name = consumer_name
+        self.who = GroupConsumer(stream_name, group_name, consumer_name)
         self.dead_letter_stream = dead_letter_stream
         self.settings = settings
         self.runner = runner
         self.stats = stats
         self.outage = outage
         self.ledger = storage if isinstance(storage, RetryLedgerProtocol) else None
-        self.group = GroupKeeper(
-            storage, stream_name, group_name, consumer_name, stats, settings.start_id
-        )
+        self.group = GroupKeeper(storage, self.who, stats, settings.start_id)
         self.acks = AckBuffer(
             storage,
             stream_name,
@@ -116,14 +116,7 @@ class StreamSource:
         self.parked: dict[str, str] = {}
         """Entries whose dead letter could not be written, with why; they stay pending."""
         self.held = (
-            HeldEntries(
-                storage,
-                stream_name,
-                group_name,
-                consumer_name,
-                lambda: self.inflight,
-                settings.claim_min_idle_ms,
-            )
+            HeldEntries(storage, self.who, lambda: self.inflight, settings.claim_min_idle_ms)
             if isinstance(storage, HeldEntriesProtocol)
             else None
         )
@@ -240,12 +233,7 @@ class StreamSource:
             await self._drain_pages(self._previous_owners_page, "took over")
 
     async def _read(self, until_sweep: float) -> list[Entry]:
-        storage, stream, group, consumer = (
-            self.storage,
-            self.stream_name,
-            self.group_name,
-            self.consumer_name,
-        )
+        storage, who = self.storage, self.who
         batch = self.settings.batch_count
         count = min(self._read_count, self.runner.free_slots())
         # wake up for the next claim sweep even on a quiet stream
@@ -254,10 +242,10 @@ class StreamSource:
             # a backlog, so the read will not block: what finished since the last read rides
             # along, one round trip for both
             entries = await self.acks.ride_along(
-                lambda ids: storage.ack_and_read_new(stream, group, consumer, ids, count, block_ms)
+                lambda ids: storage.ack_and_read_new(who, ids, count, block_ms)
             )
         else:
-            entries = await storage.read_new(stream, group, consumer, count, block_ms)
+            entries = await storage.read_new(who, count, block_ms)
         # a backlog: read more at once (bounded by free slots); quiet: back to batch_count
         if len(entries) >= count:
             self._read_count = min(max(self._read_count * 2, batch), _MAX_READ)
@@ -280,25 +268,16 @@ class StreamSource:
             )
 
     async def _own_pending_page(self, cursor: str, count: int) -> ClaimPage:
-        entries = await self.storage.read_own_pending(
-            self.stream_name, self.group_name, self.consumer_name, cursor, count
-        )
+        entries = await self.storage.read_own_pending(self.who, cursor, count)
         return ClaimPage(entries[-1][0] if entries else _CURSOR_DONE[0], entries, [])
 
     async def _stale_page(self, cursor: str, count: int) -> ClaimPage:
         return await self.storage.claim_stale(
-            self.stream_name,
-            self.group_name,
-            self.consumer_name,
-            self.settings.claim_min_idle_ms,
-            cursor,
-            count,
+            self.who, self.settings.claim_min_idle_ms, cursor, count
         )
 
     async def _previous_owners_page(self, cursor: str, count: int) -> ClaimPage:
-        return await self.storage.claim_stale(
-            self.stream_name, self.group_name, self.consumer_name, 0, cursor, count
-        )
+        return await self.storage.claim_stale(self.who, 0, cursor, count)
 
     async def _drain_pages(self, fetch: PageFetcher, verb: str) -> None:
         """Page through pending entries from the start, handing what each page brings on."""

@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 from codex_bot.redis.cluster import is_cluster, node_of
 from codex_bot.redis.codec import entry_id_key, text
 from codex_bot.redis.ledger import LedgerEntry, RetryLedger
-from codex_bot.redis.types import ClaimPage, Entry
+from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters
 
 _BLOCK_MARGIN = 0.8
 """Share of the client's socket_timeout a blocking read may use before redis-py gives up."""
@@ -155,28 +155,21 @@ class RedisStreamStorage:
                 return text(group["last-delivered-id"])
         return None
 
-    async def read_new(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
-    ) -> list[Entry]:
+    async def read_new(self, who: GroupConsumer, count: int, block_ms: int) -> list[Entry]:
         """Wait on the server up to ``block_ms`` (never 0: that means forever) for new entries."""
-        args = self._blocking_read(stream_name, group_name, consumer_name, count, block_ms)
-        return _entries(await self._raw_command(*args, key=stream_name))
+        args = self._blocking_read(who, count, block_ms)
+        return _entries(await self._raw_command(*args, key=who.stream))
 
     async def ack_and_read_new(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        ack_ids: Sequence[str],
-        count: int,
-        block_ms: int,
+        self, who: GroupConsumer, ack_ids: Sequence[str], count: int, block_ms: int
     ) -> list[Entry]:
         """XACK the finished entries and read new ones in one pipelined round trip.
 
         On a cluster the two go out side by side on two connections (a pipelined XREADGROUP
         would cost the cluster client a ``COMMAND GETKEYS`` first).
         """
-        args = self._blocking_read(stream_name, group_name, consumer_name, count, block_ms)
+        stream_name, group_name, _ = who
+        args = self._blocking_read(who, count, block_ms)
         if self._cluster:
             _, reply = await asyncio.gather(
                 self.redis.xack(stream_name, group_name, *ack_ids),
@@ -189,53 +182,35 @@ class RedisStreamStorage:
             _, reply = await pipe.execute()
         return _entries(reply)
 
-    def _blocking_read(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
-    ) -> tuple[Any, ...]:
+    def _blocking_read(self, who: GroupConsumer, count: int, block_ms: int) -> tuple[Any, ...]:
         """XREADGROUP arguments for new entries, blocking at most 80% of ``socket_timeout``."""
         if self._max_block_ms is not None:
             block_ms = min(block_ms, self._max_block_ms)
-        return ("XREADGROUP", "GROUP", group_name, consumer_name, "COUNT", count,
-                "BLOCK", max(block_ms, 1), "STREAMS", stream_name, ">")  # fmt: skip
+        return ("XREADGROUP", "GROUP", who.group, who.name, "COUNT", count,
+                "BLOCK", max(block_ms, 1), "STREAMS", who.stream, ">")  # fmt: skip
 
-    async def restore_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
-    ) -> None:
+    async def restore_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> None:
         """XCLAIM the ids with FORCE (and JUSTID: no delivery is counted)."""
+        stream_name, group_name, consumer_name = who
         if entry_ids:
             await self.redis.xclaim(
                 stream_name, group_name, consumer_name, 0, list(entry_ids), force=True, justid=True
             )
 
-    async def read_own_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
-    ) -> list[Entry]:
+    async def read_own_pending(self, who: GroupConsumer, after_id: str, count: int) -> list[Entry]:
         """This consumer's pending entries after ``after_id`` (history read, no block).
 
         An entry deleted from the stream while pending comes back with no fields.
         """
+        stream_name, group_name, consumer_name = who
         reply = await self._raw_command(
-            "XREADGROUP",
-            "GROUP",
-            group_name,
-            consumer_name,
-            "COUNT",
-            count,
-            "STREAMS",
-            stream_name,
-            after_id,
-            key=stream_name,
-        )
+            "XREADGROUP", "GROUP", group_name, consumer_name, "COUNT", count,
+            "STREAMS", stream_name, after_id, key=stream_name,
+        )  # fmt: skip
         return _entries(reply)
 
     async def claim_stale(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        min_idle_ms: int,
-        cursor: str,
-        count: int,
+        self, who: GroupConsumer, min_idle_ms: int, cursor: str, count: int
     ) -> ClaimPage:
         """One XAUTOCLAIM page, naming the entries deleted while pending on every version.
 
@@ -244,32 +219,21 @@ class RedisStreamStorage:
         XPENDING between the neighbouring entries of the reply, and they stay pending until
         the caller ACKs them (``dead_letter`` does).
         """
+        stream_name, group_name, consumer_name = who
         reply = await self._raw_command(
-            "XAUTOCLAIM",
-            stream_name,
-            group_name,
-            consumer_name,
-            min_idle_ms,
-            cursor,
-            "COUNT",
-            count,
-            key=stream_name,
-        )
-        return await claim_page(self, reply, stream_name, group_name, consumer_name, cursor)
+            "XAUTOCLAIM", stream_name, group_name, consumer_name, min_idle_ms, cursor,
+            "COUNT", count, key=stream_name,
+        )  # fmt: skip
+        return await claim_page(self, reply, who, cursor)
 
-    async def _deleted_in(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        gaps: Sequence[tuple[str, str]],
-    ) -> list[str]:
+    async def _deleted_in(self, who: GroupConsumer, gaps: Sequence[tuple[str, str]]) -> list[str]:
         """Ids of this consumer's pending entries in the id ranges that the stream lacks.
 
         In a gap of a Redis 6.2 XAUTOCLAIM reply this consumer's pending entries are the
         deleted ones just claimed, and its own entries XAUTOCLAIM skipped as not idle
         enough, which still exist.
         """
+        stream_name, group_name, consumer_name = who
         candidates: list[str] = []
         for first, high in gaps:
             low = first
@@ -320,9 +284,7 @@ class RedisStreamStorage:
             return 0
         return int(await self.redis.xack(stream_name, group_name, *entry_ids))
 
-    async def refresh_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
-    ) -> int:
+    async def refresh_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> int:
         """Reset the idle time of entries this consumer holds, so no one claims them.
 
         An entry another consumer has claimed meanwhile is left with it.
@@ -330,6 +292,7 @@ class RedisStreamStorage:
         Returns:
             How many entries were refreshed.
         """
+        stream_name, group_name, consumer_name = who
         if not entry_ids:
             return 0
         args = [group_name, consumer_name, *entry_ids]
@@ -350,12 +313,7 @@ class RedisStreamStorage:
         return await self._ledger.reap(stream_name, dead_stream)
 
     async def dead_letter(
-        self,
-        stream_name: str,
-        group_name: str,
-        entry_id: str,
-        dead_stream: str,
-        letters: Sequence[Mapping[Any, Any]],
+        self, stream_name: str, group_name: str, entry_id: str, dead_stream: str, letters: Letters
     ) -> None:
         """Append the letters to ``dead_stream``, then ACK the entry, in one Lua script.
 
@@ -421,12 +379,7 @@ def _gaps(ids: Sequence[str | None], cursor: str, next_cursor: str) -> list[tupl
 
 
 async def claim_page(
-    storage: RedisStreamStorage,
-    reply: Any,
-    stream_name: str,
-    group_name: str,
-    consumer_name: str,
-    cursor: str,
+    storage: RedisStreamStorage, reply: Any, who: GroupConsumer, cursor: str
 ) -> ClaimPage:
     """A ``ClaimPage`` from an XAUTOCLAIM reply ``[cursor, [(id, fields), ...], deleted?]``.
 
@@ -440,7 +393,7 @@ async def claim_page(
     elif len(entries) < len(reply[1]):
         ids = [text(entry_id) if entry_id else None for entry_id, _ in reply[1]]
         gaps = _gaps(ids, cursor, next_cursor)
-        deleted = await storage._deleted_in(stream_name, group_name, consumer_name, gaps)
+        deleted = await storage._deleted_in(who, gaps)
     else:
         deleted = []
     return ClaimPage(next_cursor, entries, deleted)

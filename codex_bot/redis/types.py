@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis, RedisCluster
@@ -100,6 +100,18 @@ class StreamStorageProtocol(Protocol):
         ...
 
 
+class GroupConsumer(NamedTuple):
+    """Who reads: a stream, its consumer group, and one consumer (a process) in that group."""
+
+    stream: str
+    group: str
+    name: str
+
+
+Letters: TypeAlias = Sequence[Mapping[Any, Any]]
+"""Dead letters to write: field name -> value, ``bytes`` as read or ``str`` as added."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimPage:
     """One XAUTOCLAIM page: the cursor to continue from, the claimed and the deleted entries."""
@@ -127,27 +139,17 @@ class ReliableStreamStorageProtocol(Protocol):
         """The group's last-delivered id (XINFO GROUPS), or None if the group is missing."""
         ...
 
-    async def read_new(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
-    ) -> list[Entry]:
+    async def read_new(self, who: GroupConsumer, count: int, block_ms: int) -> list[Entry]:
         """``XREADGROUP ... BLOCK block_ms ... >``: wait on the server for new entries."""
         ...
 
     async def ack_and_read_new(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        ack_ids: Sequence[str],
-        count: int,
-        block_ms: int,
+        self, who: GroupConsumer, ack_ids: Sequence[str], count: int, block_ms: int
     ) -> list[Entry]:
         """XACK ``ack_ids``, then ``read_new``, in one round trip (the XACK happens first)."""
         ...
 
-    async def restore_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
-    ) -> None:
+    async def restore_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> None:
         """Put entries back in this consumer's pending list (XCLAIM ... FORCE JUSTID).
 
         Entries no longer in the stream are skipped. The processor uses it for entries whose
@@ -155,20 +157,12 @@ class ReliableStreamStorageProtocol(Protocol):
         """
         ...
 
-    async def read_own_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
-    ) -> list[Entry]:
+    async def read_own_pending(self, who: GroupConsumer, after_id: str, count: int) -> list[Entry]:
         """This consumer's pending entries after ``after_id``; a deleted entry has no fields."""
         ...
 
     async def claim_stale(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        min_idle_ms: int,
-        cursor: str,
-        count: int,
+        self, who: GroupConsumer, min_idle_ms: int, cursor: str, count: int
     ) -> ClaimPage:
         """One XAUTOCLAIM page from ``cursor``."""
         ...
@@ -184,12 +178,7 @@ class ReliableStreamStorageProtocol(Protocol):
         ...
 
     async def dead_letter(
-        self,
-        stream_name: str,
-        group_name: str,
-        entry_id: str,
-        dead_stream: str,
-        letters: Sequence[Mapping[Any, Any]],
+        self, stream_name: str, group_name: str, entry_id: str, dead_stream: str, letters: Letters
     ) -> None:
         """Append ``letters`` to ``dead_stream``, then ACK ``entry_id``: all or nothing.
 
@@ -211,9 +200,7 @@ class HeldEntriesProtocol(Protocol):
     consumer, out of order.
     """
 
-    async def refresh_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
-    ) -> int:
+    async def refresh_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> int:
         """Reset the idle time of the entries the consumer still owns; return how many."""
         ...
 

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from codex_bot.redis.codec import encode_event, raw_fields
 from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
-from codex_bot.redis.types import ClaimPage, Entry
+from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters
 
 _Id = tuple[int, int]
 
@@ -167,9 +167,8 @@ class InMemoryStreamStorage:
         count: int,
     ) -> list[tuple[str, dict[str, Any]]]:
         """Claim the first page of entries idle for ``min_idle_time`` ms."""
-        page = await self.claim_stale(
-            stream_name, group_name, consumer_name, min_idle_time, "0-0", count
-        )
+        who = GroupConsumer(stream_name, group_name, consumer_name)
+        page = await self.claim_stale(who, min_idle_time, "0-0", count)
         return [(entry_id, raw_fields(fields)) for entry_id, fields in page.entries]
 
     # -- ReliableStreamStorageProtocol -------------------------------------------------
@@ -189,9 +188,7 @@ class InMemoryStreamStorage:
         group = stream.groups.get(group_name) if stream else None
         return _format(group.last_delivered) if group else None
 
-    async def read_new(
-        self, stream_name: str, group_name: str, consumer_name: str, count: int, block_ms: int
-    ) -> list[Entry]:
+    async def read_new(self, who: GroupConsumer, count: int, block_ms: int) -> list[Entry]:
         """New entries (``>``); wait up to ``block_ms`` for one to be added if there are none.
 
         Raises:
@@ -201,7 +198,7 @@ class InMemoryStreamStorage:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + block_ms / 1000
         while True:
-            entries = self._deliver_new(stream_name, group_name, consumer_name, count)
+            entries = self._deliver_new(*who, count)
             remaining = deadline - loop.time()
             if entries or remaining <= 0:
                 return entries
@@ -216,42 +213,32 @@ class InMemoryStreamStorage:
                 self._waiters.discard(woken)
 
     async def ack_and_read_new(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        ack_ids: Sequence[str],
-        count: int,
-        block_ms: int,
+        self, who: GroupConsumer, ack_ids: Sequence[str], count: int, block_ms: int
     ) -> list[Entry]:
         """``ack_events`` then ``read_new``, as Redis runs the pipelined pair."""
-        await self.ack_events(stream_name, group_name, ack_ids)
-        return await self.read_new(stream_name, group_name, consumer_name, count, block_ms)
+        await self.ack_events(who.stream, who.group, ack_ids)
+        return await self.read_new(who, count, block_ms)
 
-    async def restore_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
-    ) -> None:
+    async def restore_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> None:
         """Put entries that still exist back in this consumer's pending list (XCLAIM FORCE)."""
-        stream, group = self._lookup(stream_name, group_name)
+        stream, group = self._lookup(who.stream, who.group)
         now = self._clock()
         for entry_id in map(_parse, entry_ids):
             if entry_id in stream.fields:
-                group.pel[entry_id] = _Nack(consumer_name, now, 1)
+                group.pel[entry_id] = _Nack(who.name, now, 1)
 
-    async def read_own_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, after_id: str, count: int
-    ) -> list[Entry]:
+    async def read_own_pending(self, who: GroupConsumer, after_id: str, count: int) -> list[Entry]:
         """This consumer's pending entries after ``after_id``; each read counts as a delivery.
 
         An entry deleted from the stream comes back with empty fields, as in Redis.
         """
-        stream, group = self._lookup(stream_name, group_name)
+        stream, group = self._lookup(who.stream, who.group)
         after, now = _parse(after_id), self._clock()
         found: list[Entry] = []
         for entry_id, nack in sorted(group.pel.items()):
             if 0 < count <= len(found):
                 break
-            if entry_id <= after or nack.consumer != consumer_name:
+            if entry_id <= after or nack.consumer != who.name:
                 continue
             fields = stream.fields.get(entry_id)
             if fields is not None:
@@ -260,20 +247,14 @@ class InMemoryStreamStorage:
         return found
 
     async def claim_stale(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        min_idle_ms: int,
-        cursor: str,
-        count: int,
+        self, who: GroupConsumer, min_idle_ms: int, cursor: str, count: int
     ) -> ClaimPage:
         """One XAUTOCLAIM page from ``cursor`` (Redis 7: deleted entries leave the PEL).
 
         As in Redis, a deleted entry counts against ``count`` and at most ``count * 10``
         pending entries are looked at per page.
         """
-        stream, group = self._lookup(stream_name, group_name)
+        stream, group = self._lookup(who.stream, who.group)
         start, now = _parse(cursor), self._clock()
         candidates = [entry_id for entry_id in sorted(group.pel) if entry_id >= start]
         claimed: list[Entry] = []
@@ -286,7 +267,7 @@ class InMemoryStreamStorage:
                 del group.pel[entry_id]
                 deleted.append(_format(entry_id))
             elif (now - nack.delivered_at) * 1000 >= min_idle_ms:
-                nack.consumer, nack.delivered_at = consumer_name, now
+                nack.consumer, nack.delivered_at = who.name, now
                 nack.deliveries += 1
                 claimed.append((_format(entry_id), dict(fields)))
             else:
@@ -312,26 +293,19 @@ class InMemoryStreamStorage:
             return 0
         return sum(group.pel.pop(_parse(e), None) is not None for e in set(entry_ids))
 
-    async def refresh_pending(
-        self, stream_name: str, group_name: str, consumer_name: str, entry_ids: Sequence[str]
-    ) -> int:
+    async def refresh_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> int:
         """Reset the idle time of the entries the consumer still owns (XCLAIM JUSTID)."""
-        _, group = self._lookup(stream_name, group_name)
+        _, group = self._lookup(who.stream, who.group)
         now, refreshed = self._clock(), 0
         for entry_id in map(_parse, entry_ids):
             nack = group.pel.get(entry_id)
-            if nack is not None and nack.consumer == consumer_name:
+            if nack is not None and nack.consumer == who.name:
                 nack.delivered_at = now
                 refreshed += 1
         return refreshed
 
     async def dead_letter(
-        self,
-        stream_name: str,
-        group_name: str,
-        entry_id: str,
-        dead_stream: str,
-        letters: Sequence[Mapping[Any, Any]],
+        self, stream_name: str, group_name: str, entry_id: str, dead_stream: str, letters: Letters
     ) -> None:
         """Append ``letters`` to ``dead_stream`` and acknowledge ``entry_id`` (no await between)."""
         for letter in letters:
