@@ -147,6 +147,9 @@ async def test_stop_lets_an_in_flight_handler_finish_and_acks_it(redis, stream, 
     assert finished == ["slow"]
     assert processor.stats.acked == 1
     assert await pending_count(redis, stream) == 0
+    # nothing left pending: the consumer leaves the group rather than stay behind for good
+    assert await redis.xinfo_consumers(stream, "bot") == []
+    assert await redis.xinfo_groups(stream)  # the group itself stays
 
 
 async def test_drain_timeout_leaves_an_unfinished_entry_pending(redis, stream, make_processor):
@@ -168,6 +171,8 @@ async def test_drain_timeout_leaves_an_unfinished_entry_pending(redis, stream, m
     assert processor.in_flight == 0
     rows = await redis.xpending_range(stream, "bot", "-", "+", 10)
     assert [(row["message_id"], row["consumer"]) for row in rows] == [(entry_id, "c1")]
+    # the consumer still holds the entry, so it stays in the group
+    assert [c["name"] for c in await redis.xinfo_consumers(stream, "bot")] == ["c1"]
 
 
 async def test_own_pending_entries_are_handled_first_at_start(redis, stream, make_processor):

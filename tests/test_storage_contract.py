@@ -74,6 +74,11 @@ class Backend:
         rows = await self.redis.xpending_range(stream, GROUP, "-", "+", 100)
         return [(r["message_id"], r["consumer"], r["times_delivered"]) for r in rows]
 
+    async def consumers(self, stream: str) -> list[str]:
+        if self.redis is None:
+            return list(self.storage.consumers(stream, GROUP))
+        return sorted(c["name"] for c in await self.redis.xinfo_consumers(stream, GROUP))
+
     async def wait_until_blocked(self) -> None:
         if self.redis is None:
             # one loop turn runs the read up to its wait: it does no I/O before that
@@ -306,6 +311,26 @@ async def test_restore_pending_puts_existing_entries_back(backend: Backend, stre
     )
     assert entry_id == kept
     assert fields
+
+
+async def test_remove_consumer_only_when_it_holds_nothing(backend: Backend, stream: str) -> None:
+    storage = backend.storage
+    await storage.ensure_group(stream, GROUP, "0")
+    held, done = await backend.add(stream, n="1"), await backend.add(stream, n="2")
+    await storage.read_new(GroupConsumer(stream, GROUP, "busy"), 1, 1)
+    await storage.read_new(GroupConsumer(stream, GROUP, "idle"), 1, 1)
+    await storage.ack_events(stream, GROUP, [done])
+    assert await backend.consumers(stream) == ["busy", "idle"]
+
+    assert await storage.remove_consumer(GroupConsumer(stream, GROUP, "busy")) is False
+    assert await storage.remove_consumer(GroupConsumer(stream, GROUP, "idle")) is True
+    assert await storage.remove_consumer(GroupConsumer(stream, GROUP, "idle")) is False
+    assert await backend.consumers(stream) == ["busy"]
+    assert await backend.pending(stream) == [(held, "busy", 1)]  # nothing was dropped
+
+    await storage.ack_events(stream, GROUP, [held])
+    assert await storage.remove_consumer(GroupConsumer(stream, GROUP, "busy")) is True
+    assert await backend.consumers(stream) == []
 
 
 async def test_dead_letter_appends_letters_and_acks(backend: Backend, stream: str) -> None:

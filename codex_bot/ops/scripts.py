@@ -16,6 +16,7 @@ from redis.exceptions import WatchError
 
 from codex_bot.ops.errors import OpsError
 from codex_bot.ops.replies import command, show
+from codex_bot.redis.storage import REMOVE_CONSUMER_LUA
 
 _REPLAY_LUA = """
 if #redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1]) == 0 then
@@ -28,29 +29,6 @@ return entry_id
 """KEYS: source stream, dead-letter stream. ARGV: letter id, then the new entry's field/value
 pairs. The letter is read first: one that is gone (moved by an earlier, interrupted run)
 adds nothing. A failing XADD raises before anything was written."""
-
-_PRUNE_LUA = """
-local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
-for _, fields in ipairs(consumers) do
-  local info = {}
-  for i = 1, #fields, 2 do
-    info[fields[i]] = fields[i + 1]
-  end
-  if info['name'] == ARGV[2] then
-    if tonumber(info['pending']) > 0 then
-      return 0
-    end
-    if tonumber(info['idle']) < tonumber(ARGV[3]) then
-      return 0
-    end
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-    return 1
-  end
-end
-return 0
-"""
-"""KEYS: stream. ARGV: group, consumer, minimum idle ms. Deletes the consumer only when, at
-that moment, it holds no pending entry and is still idle long enough; 1 if deleted."""
 
 LUA_MAX_VALUES = 7000
 """Lua's ``unpack`` fails above ~8000 values; a letter with more fields than half this many
@@ -69,7 +47,7 @@ class Scripts:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._replay = redis.register_script(_REPLAY_LUA)
-        self._prune = redis.register_script(_PRUNE_LUA)
+        self._prune = redis.register_script(REMOVE_CONSUMER_LUA)
 
     async def move_letter(
         self, stream: str, dead_stream: str, letter_id: str, fields: Mapping[bytes, bytes]

@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Collection
 
-from codex_bot.redis.types import GroupConsumer, HeldEntriesProtocol
+from codex_bot.redis.types import ConsumerUpkeepProtocol, GroupConsumer
 
 logger = logging.getLogger("codex_bot.redis.processor")
 
@@ -34,7 +34,7 @@ class HeldEntries:
 
     def __init__(
         self,
-        storage: HeldEntriesProtocol,
+        storage: ConsumerUpkeepProtocol,
         who: GroupConsumer,
         held: Callable[[], Collection[str]],
         claim_min_idle_ms: int,

@@ -26,9 +26,9 @@ from codex_bot.redis.letters import DELETED, letter
 from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.types import (
     ClaimPage,
+    ConsumerUpkeepProtocol,
     Entry,
     GroupConsumer,
-    HeldEntriesProtocol,
     ReliableStreamStorageProtocol,
     RetryLedgerProtocol,
 )
@@ -115,9 +115,10 @@ class StreamSource:
         """Ids of this stream's entries admitted and not finished."""
         self.parked: dict[str, str] = {}
         """Entries whose dead letter could not be written, with why; they stay pending."""
+        self.upkeep = storage if isinstance(storage, ConsumerUpkeepProtocol) else None
         self.held = (
-            HeldEntries(storage, self.who, lambda: self.inflight, settings.claim_min_idle_ms)
-            if isinstance(storage, HeldEntriesProtocol)
+            HeldEntries(self.upkeep, self.who, lambda: self.inflight, settings.claim_min_idle_ms)
+            if self.upkeep is not None
             else None
         )
         self.takes_over = takes_over
@@ -162,7 +163,11 @@ class StreamSource:
             await cancel(task)
 
     async def finish(self) -> None:
-        """After its entries are done (or given up): stop refreshing them and flush the ACKs."""
+        """After its entries are done (or given up): stop refreshing them, flush the ACKs.
+
+        A consumer left with nothing pending is then removed from the group, so a consumer
+        named after its process does not stay behind for good.
+        """
         if self.held is not None:
             await self.held.stop()
         task, self._ack_task = self._ack_task, None
@@ -176,6 +181,26 @@ class StreamSource:
                 len(self.acks),
                 self.stream_name,
                 exc,
+            )
+            return
+        await self._remove_consumer()
+
+    async def _remove_consumer(self) -> None:
+        if self.upkeep is None:
+            return
+        try:
+            removed = await self.upkeep.remove_consumer(self.who)
+        except Exception as exc:  # noqa: BLE001 - an idle consumer left behind loses nothing
+            logger.debug(
+                "could not remove consumer %s of %s: %r", self.consumer_name, self.stream_name, exc
+            )
+            return
+        if removed:
+            logger.info(
+                "removed consumer %s from %s/%s: nothing pending",
+                self.consumer_name,
+                self.stream_name,
+                self.group_name,
             )
 
     # -- the read loop -----------------------------------------------------------------

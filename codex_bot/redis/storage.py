@@ -36,6 +36,30 @@ return refreshed
 """KEYS: stream. ARGV: group, consumer, entry ids. Resets the idle time of the ids the consumer
 still owns (XCLAIM JUSTID counts no delivery); an id another consumer claimed is left alone."""
 
+REMOVE_CONSUMER_LUA = """
+local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+for _, fields in ipairs(consumers) do
+  local info = {}
+  for i = 1, #fields, 2 do
+    info[fields[i]] = fields[i + 1]
+  end
+  if info['name'] == ARGV[2] then
+    if tonumber(info['pending']) > 0 then
+      return 0
+    end
+    if tonumber(info['idle']) < tonumber(ARGV[3]) then
+      return 0
+    end
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    return 1
+  end
+end
+return 0
+"""
+"""KEYS: stream. ARGV: group, consumer, minimum idle ms. Deletes the consumer only when, at
+that moment, it holds no pending entry (DELCONSUMER would drop them with it) and has been
+idle that long; 1 if deleted, 0 if kept or not in the group."""
+
 _PENDING_PAGE = 100
 _LUA_MAX_FIELDS = 3500
 """Fields of one letter the dead-letter script takes; Lua unpacks about 8,000 values at most."""
@@ -82,6 +106,7 @@ class RedisStreamStorage:
         self._dead_letter_script = scripts.register_script(_DEAD_LETTER_LUA)
         self._ledger = RetryLedger(redis)
         self._refresh_script = scripts.register_script(_REFRESH_LUA)
+        self._remove_consumer_script = scripts.register_script(REMOVE_CONSUMER_LUA)
         # redis-py leaves execute_command untyped
         self._execute: Callable[..., Awaitable[Any]] = redis.execute_command
 
@@ -297,6 +322,15 @@ class RedisStreamStorage:
             return 0
         args = [group_name, consumer_name, *entry_ids]
         return int(await self._refresh_script(keys=[stream_name], args=args))
+
+    async def remove_consumer(self, who: GroupConsumer) -> bool:
+        """Delete the consumer from its group if it holds no pending entry (one script).
+
+        Returns:
+            Whether it was deleted; False while it holds an entry or when it was gone.
+        """
+        args = [who.group, who.name, 0]
+        return bool(await self._remove_consumer_script(keys=[who.stream], args=args))
 
     async def record_retry(self, stream_name: str, entry: LedgerEntry) -> None:
         """Write a retry handed to arq into ``stream_name``'s ledger (see ``ledger.py``)."""

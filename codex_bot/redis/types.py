@@ -192,16 +192,25 @@ class ReliableStreamStorageProtocol(Protocol):
 
 
 @runtime_checkable
-class HeldEntriesProtocol(Protocol):
-    """A storage that can keep held entries from looking idle (``RedisStreamStorage`` can).
+class ConsumerUpkeepProtocol(Protocol):
+    """A storage that looks after one consumer (``RedisStreamStorage`` does).
 
     An entry waiting in the processor (behind its chat, or for a send slot) for longer than
     ``claim_min_idle_ms`` would otherwise be claimed and handled a second time by another
-    consumer, out of order.
+    consumer, out of order; and a consumer named after its process would stay in the group
+    for good after the process stopped.
     """
 
     async def refresh_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> int:
         """Reset the idle time of the entries the consumer still owns; return how many."""
+        ...
+
+    async def remove_consumer(self, who: GroupConsumer) -> bool:
+        """Delete the consumer from its group if it holds no pending entry, atomically.
+
+        Returns:
+            Whether it was deleted (False while it holds an entry, or if it is gone already).
+        """
         ...
 
 

@@ -47,6 +47,7 @@ class _Nack:
 class _Group:
     last_delivered: _Id
     pel: dict[_Id, _Nack] = field(default_factory=dict)
+    consumers: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -120,6 +121,14 @@ class InMemoryStreamStorage:
             PendingEntry(_format(i), n.consumer, int((now - n.delivered_at) * 1000), n.deliveries)
             for i, n in sorted(group.pel.items())
         ]
+
+    def consumers(self, stream_name: str, group_name: str) -> list[str]:
+        """The names of the group's consumers, sorted (XINFO CONSUMERS).
+
+        Raises:
+            redis.exceptions.ResponseError: NOGROUP, the stream or the group does not exist.
+        """
+        return sorted(self._lookup(stream_name, group_name)[1].consumers)
 
     def delete(self, stream_name: str, *entry_ids: str) -> int:
         """Delete entries (XDEL); pending ones stay pending. Return how many existed."""
@@ -222,6 +231,7 @@ class InMemoryStreamStorage:
     async def restore_pending(self, who: GroupConsumer, entry_ids: Sequence[str]) -> None:
         """Put entries that still exist back in this consumer's pending list (XCLAIM FORCE)."""
         stream, group = self._lookup(who.stream, who.group)
+        group.consumers.add(who.name)
         now = self._clock()
         for entry_id in map(_parse, entry_ids):
             if entry_id in stream.fields:
@@ -233,6 +243,7 @@ class InMemoryStreamStorage:
         An entry deleted from the stream comes back with empty fields, as in Redis.
         """
         stream, group = self._lookup(who.stream, who.group)
+        group.consumers.add(who.name)
         after, now = _parse(after_id), self._clock()
         found: list[Entry] = []
         for entry_id, nack in sorted(group.pel.items()):
@@ -255,6 +266,7 @@ class InMemoryStreamStorage:
         pending entries are looked at per page.
         """
         stream, group = self._lookup(who.stream, who.group)
+        group.consumers.add(who.name)
         start, now = _parse(cursor), self._clock()
         candidates = [entry_id for entry_id in sorted(group.pel) if entry_id >= start]
         claimed: list[Entry] = []
@@ -304,6 +316,17 @@ class InMemoryStreamStorage:
                 refreshed += 1
         return refreshed
 
+    async def remove_consumer(self, who: GroupConsumer) -> bool:
+        """Delete the consumer if it holds no pending entry (XGROUP DELCONSUMER, checked)."""
+        stream = self._streams.get(who.stream)
+        group = stream.groups.get(who.group) if stream else None
+        if group is None or who.name not in group.consumers:
+            return False
+        if any(nack.consumer == who.name for nack in group.pel.values()):
+            return False
+        group.consumers.discard(who.name)
+        return True
+
     async def dead_letter(
         self, stream_name: str, group_name: str, entry_id: str, dead_stream: str, letters: Letters
     ) -> None:
@@ -326,6 +349,7 @@ class InMemoryStreamStorage:
         self, stream_name: str, group_name: str, consumer_name: str, count: int
     ) -> list[Entry]:
         stream, group = self._lookup(stream_name, group_name)
+        group.consumers.add(consumer_name)
         first = bisect.bisect_right(stream.ids, group.last_delivered)
         ids = stream.ids[first : first + count] if count > 0 else stream.ids[first:]
         now = self._clock()
