@@ -1,6 +1,7 @@
 """Redis Stream events for aiogram bots: produce, consume, route, retry, dead-letter."""
 
 from codex_bot.redis.adapter import BasicStorageAdapter, DeadLetterUnsupportedError
+from codex_bot.redis.cluster import SlotMismatchError
 from codex_bot.redis.codec import EntryLimits
 from codex_bot.redis.context import EventContext, current_event
 from codex_bot.redis.dispatcher import BotRedisDispatcher, DeadLetter, DispatchReport
@@ -63,6 +64,7 @@ __all__ = [
     "RetryPolicy",
     "RetrySchedulerProtocol",
     "RetrySchedulingError",
+    "SlotMismatchError",
     "StreamProducer",
     "StreamStorageProtocol",
     "SyncStreamProducer",

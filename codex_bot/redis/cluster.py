@@ -17,12 +17,14 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from codex_bot.redis.exceptions import CodexBotError
+
 logger = logging.getLogger(__name__)
 
 _USERS: weakref.WeakKeyDictionary[RedisCluster, int] = weakref.WeakKeyDictionary()
 
 
-class SlotMismatchError(ValueError):
+class SlotMismatchError(CodexBotError, ValueError):
     """Keys one script must touch together map to different Redis Cluster slots.
 
     Put the part of the name they share in braces, a hash tag: ``{bot_events}`` and

@@ -7,7 +7,9 @@ The tree::
     ├── MalformedEventError       an entry that cannot be decoded into an event
     ├── HandlerFailedError        handlers failed and nothing took over the retry
     ├── RetrySchedulingError      the retry scheduler refused or could not be reached
-    └── LeaseLostError            another replica holds a partition this one read
+    ├── LeaseLostError            another replica holds a partition this one read
+    └── SlotMismatchError         keys one script touches are in different cluster slots
+                                  (``codex_bot.redis.cluster``; also a ValueError)
 """
 
 from __future__ import annotations
