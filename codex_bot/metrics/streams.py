@@ -68,8 +68,7 @@ class StreamFigures:
         max_age: float = 5.0,
         timeout: float = 2.0,
     ) -> None:
-        self.stream = stream
-        self.group = group
+        self.stream, self.group = stream, group
         self.max_age = max_age
         self.timeout = timeout
         self._ops = StreamOps(redis, stream, group=group, dead_letter_stream=dead_letter_stream)

@@ -47,11 +47,8 @@ class AckBuffer:
         limit: int,
     ) -> None:
         self.storage = storage
-        self.stream_name = stream_name
-        self.group_name = group_name
-        self.stats = stats
-        self.outage = outage
-        self.backoff = backoff
+        self.stream_name, self.group_name = stream_name, group_name
+        self.stats, self.outage, self.backoff = stats, outage, backoff
         self.limit = limit
         self._on_acked = on_acked
         self._ids: list[str] = []

@@ -37,7 +37,7 @@ from codex_bot.redis.policy import (
     classify_failure,
     with_jitter,
 )
-from codex_bot.redis.router import HandlerEntry, RedisRouter, check_handler
+from codex_bot.redis.router import HandlerEntry, RedisRouter
 from codex_bot.redis.types import FilterFunc, HandlerFunc, Payload, RetrySchedulerProtocol
 
 logger = logging.getLogger(__name__)
@@ -222,9 +222,9 @@ class BotRedisDispatcher:
         """
 
         def decorator(handler: HandlerFunc) -> HandlerFunc:
-            check_handler(handler)
-            self._handlers.setdefault(message_type, []).append((handler, filter_func))
-            self._named.clear()
+            own = RedisRouter()
+            own.message(message_type, filter_func)(handler)
+            self.include_router(own)
             return handler
 
         return decorator

@@ -11,10 +11,10 @@ time; an entry another consumer took meanwhile is left with it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Collection
 
+from codex_bot.redis.tasks import cancel
 from codex_bot.redis.types import ConsumerUpkeepProtocol, GroupConsumer
 
 logger = logging.getLogger("codex_bot.redis.processor")
@@ -53,10 +53,7 @@ class HeldEntries:
     async def stop(self) -> None:
         """Stop refreshing: entries given up on stop become claimable after the idle time."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
 
     async def _run(self) -> None:
         while True:

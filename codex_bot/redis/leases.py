@@ -17,6 +17,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from codex_bot.redis.codec import text
 from codex_bot.redis.exceptions import LeaseLostError
+from codex_bot.redis.letters import LUA_MAX_FIELDS, pack_letters, xadd_letters_lua
 from codex_bot.redis.storage import RedisStreamStorage, claim_page
 from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters
 
@@ -49,16 +50,7 @@ GUARD_LUA = _CHECK + "return redis.call(unpack(ARGV, 2))"
 """KEYS: lease, then the keys the command touches. ARGV: owner, the command and its arguments."""
 
 DEAD_LETTER_LUA = (
-    _CHECK
-    + """
-local i = 4
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[3], '*', unpack(ARGV, i + 1, i + 2 * n))
-  i = i + 2 * n + 1
-end
-return redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-"""
+    _CHECK + xadd_letters_lua("KEYS[3]", 4) + "return redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])"
 )
 """KEYS: lease, stream, dead stream. ARGV: owner, group, entry id, then per letter its number
 of fields followed by the field/value pairs (the storage's dead-letter script, leased)."""
@@ -84,8 +76,6 @@ RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-
-_LUA_MAX_FIELDS = 3500
 
 
 def lease_key(partition: str, group_name: str) -> str:
@@ -187,7 +177,7 @@ class LeasedStreamStorage(RedisStreamStorage):
         A letter beyond the script's reach (more than 3,500 fields) is written with plain
         XADDs after a lease check, and the ACK is leased.
         """
-        if any(len(letter) > _LUA_MAX_FIELDS for letter in letters):
+        if any(len(letter) > LUA_MAX_FIELDS for letter in letters):
             await self._guarded([stream_name], "EXISTS", stream_name)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for letter in letters:
@@ -195,11 +185,7 @@ class LeasedStreamStorage(RedisStreamStorage):
                 await pipe.execute()
             await self.ack_events(stream_name, group_name, [entry_id])
             return
-        args: list[Any] = [self.owner, group_name, entry_id]
-        for letter in letters:
-            args.append(len(letter))
-            for field, value in letter.items():
-                args += (field, value)
+        args = [self.owner, group_name, entry_id, *pack_letters(letters)]
         await self._script(self._leased_dead_letter, [self.lease, stream_name, dead_stream], args)
 
     async def _guarded(self, keys: Sequence[str], *command: Any) -> Any:

@@ -34,6 +34,7 @@ from codex_bot.redis.constants import (
     HANDLERS_FIELD,
     JSON_PREFIX,
 )
+from codex_bot.redis.letters import LUA_MAX_FIELDS, pack_letters, xadd_letters_lua
 
 LEDGER_SUFFIX = ":retries"
 """``<stream>:retries``: job id -> the retry, as JSON."""
@@ -43,8 +44,6 @@ DONE_SUFFIX = ":retries:done"
 """``<stream>:retries:done``: job id -> when it was delivered or dead-lettered (kept a day)."""
 _DONE_KEPT_MS = 24 * 3600 * 1000
 _PAGE = 100
-_LUA_MAX_FIELDS = 3500
-"""Fields one XADD in a script may carry; Lua unpacks about 8,000 values at most."""
 
 RECORD_LUA = """
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then return 0 end
@@ -77,15 +76,8 @@ then the fields. Returns the new entry id, or nil when the job already delivered
 was dead-lettered."""
 
 BURY_LUA = (
-    """
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end
-local i = 4
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + 2 * n))
-  i = i + 2 * n + 1
-end
-"""
+    "if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 0 end"
+    + xadd_letters_lua("KEYS[1]", 4)
     + _DONE
     + """
 return 1
@@ -217,7 +209,7 @@ class RetryLedger:
             or its retry was dead-lettered as lost.
         """
         keys = [stream_name, *ledger_keys(stream_name)]
-        if len(fields) <= _LUA_MAX_FIELDS:
+        if len(fields) <= LUA_MAX_FIELDS:
             args: list[Any] = [job_id, now_ms(), _DONE_KEPT_MS]
             for field, value in fields.items():
                 args += (field, value)
@@ -282,12 +274,8 @@ class RetryLedger:
         self, stream_name: str, dead_stream: str, entry: LedgerEntry, reason: str
     ) -> int:
         letters = entry.letters(stream_name, reason)
-        if len(entry.fields) <= _LUA_MAX_FIELDS:
-            args: list[Any] = [entry.job_id, now_ms(), _DONE_KEPT_MS]
-            for letter in letters:
-                args.append(len(letter))
-                for field, value in letter.items():
-                    args += (field, value)
+        if len(entry.fields) <= LUA_MAX_FIELDS:
+            args = [entry.job_id, now_ms(), _DONE_KEPT_MS, *pack_letters(letters)]
             keys = [dead_stream, *ledger_keys(stream_name)]
             return int(await self._bury(keys=keys, args=args))
         if not await self.redis.hexists(ledger_keys(stream_name)[0], entry.job_id):

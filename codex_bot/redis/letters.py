@@ -7,7 +7,7 @@ the event exactly, and adds the ``codex.dead.*`` fields beside them.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from codex_bot.redis.constants import (
@@ -30,6 +30,36 @@ _OURS_BYTES = DEAD_FIELDS_PREFIX.encode()
 
 Letter = dict[Any, Any]
 """Field name -> value, ``bytes`` as read from the stream or ``str`` for the added fields."""
+
+LUA_MAX_FIELDS = 3500
+"""Fields of one letter a script can write; Lua unpacks about 8,000 values at most, so a
+larger letter is written with plain XADDs instead."""
+
+
+def xadd_letters_lua(dead_key: str, first_arg: int) -> str:
+    """Lua appending the letters packed in ARGV from ``first_arg`` on to ``dead_key``.
+
+    The scripts that dead-letter share it; ``pack_letters`` packs their arguments. It stops
+    at the first XADD that fails, before the script's own ACK or bookkeeping runs.
+    """
+    return f"""
+local i = {first_arg}
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call('XADD', {dead_key}, '*', unpack(ARGV, i + 1, i + 2 * n))
+  i = i + 2 * n + 1
+end
+"""
+
+
+def pack_letters(letters: Iterable[Mapping[Any, Any]]) -> list[Any]:
+    """Letters as ``xadd_letters_lua`` reads them: each one's number of fields, then its pairs."""
+    args: list[Any] = []
+    for letter_ in letters:
+        args.append(len(letter_))
+        for field, value in letter_.items():
+            args += (field, value)
+    return args
 
 
 def letter(

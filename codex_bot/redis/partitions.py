@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from codex_bot.redis.backoff import Backoff, Outage
 from codex_bot.redis.leases import LeasedStreamStorage, Leases, lease_key
 from codex_bot.redis.partitioning import partition_stream
+from codex_bot.redis.tasks import cancel
 
 if TYPE_CHECKING:
     from codex_bot.redis.runner import EntryRunner
@@ -65,16 +66,15 @@ class PartitionSet:
         make_source: SourceFactory,
     ) -> None:
         self.redis = redis
-        self.stream_name = stream_name
-        self.group_name = group_name
+        self.stream_name, self.group_name = stream_name, group_name
         self.consumer_name = consumer_name
         self.count = partitions
         self.lease_ttl = lease_ttl
+        self.leases = Leases(redis, consumer_name, int(lease_ttl * 1000))
         self.drain_timeout = drain_timeout
         self.runner = runner
         self.outage = outage
         self.make_source = make_source
-        self.leases = Leases(redis, consumer_name, int(lease_ttl * 1000))
         self.members_key = f"{stream_name}:replicas:{group_name}"
         self.tick = min(lease_ttl / 3, 1.0)
         self.owned: dict[int, StreamSource] = {}
@@ -94,10 +94,7 @@ class PartitionSet:
     async def stop_rebalancing(self) -> None:
         """Take and give nothing more (the processor then drains what it holds)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         for leaving in list(self._leaving.values()):
             with contextlib.suppress(Exception):
                 await leaving

@@ -101,13 +101,11 @@ class RedisStreamProcessor:
             msg = "batch_count and max_concurrency must be at least 1"
             raise ValueError(msg)
         self.storage = storage
-        self.stream_name = stream_name
-        self.group_name = consumer_group_name
+        self.stream_name, self.group_name = stream_name, consumer_group_name
         self.consumer_name = consumer_name
         self.batch_count = batch_count
         self.poll_interval = poll_interval
-        self.claim_min_idle_ms = claim_min_idle_ms
-        self.claim_interval = claim_interval
+        self.claim_min_idle_ms, self.claim_interval = claim_min_idle_ms, claim_interval
         self.max_deliveries = max_deliveries
         self.drain_timeout = drain_timeout
         self.max_concurrency = max_concurrency

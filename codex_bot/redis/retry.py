@@ -92,6 +92,20 @@ def create_retry_pool(url: str, *, queue_name: str | None = None) -> ArqRedis:
     return pool
 
 
+def _refuse_pickle(pool: ArqRedis) -> ArqRedis:
+    """``pool``, unless it would serialize jobs with pickle (arq's default)."""
+    if getattr(pool, "job_serializer", None) is None or (
+        getattr(pool, "job_deserializer", None) is None
+    ):
+        msg = (
+            "the arq pool would pickle retry jobs (arq's default): build it with "
+            "codex_bot.redis.create_retry_pool(url), or pass job_serializer="
+            "json_job_serializer and job_deserializer=json_job_deserializer"
+        )
+        raise PickleRefusedError(msg)
+    return pool
+
+
 class ArqRetryScheduler:
     """``RetrySchedulerProtocol`` over an arq pool: one deferred ``redeliver_event`` job per retry.
 
@@ -134,16 +148,7 @@ class ArqRetryScheduler:
         expires: float = DEFAULT_JOB_EXPIRES,
         check_after: float = DEFAULT_CHECK_AFTER,
     ) -> None:
-        if getattr(pool, "job_serializer", None) is None or (
-            getattr(pool, "job_deserializer", None) is None
-        ):
-            msg = (
-                "the arq pool would pickle retry jobs (arq's default): build it with "
-                "codex_bot.redis.create_retry_pool(url), or pass job_serializer="
-                "json_job_serializer and job_deserializer=json_job_deserializer"
-            )
-            raise PickleRefusedError(msg)
-        self.pool = pool
+        self.pool = _refuse_pickle(pool)
         self.queue_name = queue_name
         self.job_prefix = job_prefix
         self.expires = expires

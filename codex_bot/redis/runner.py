@@ -100,8 +100,7 @@ class EntryRunner:
         ordering_key: OrderingKeyFunc | None,
     ) -> None:
         self.stats = stats
-        self.max_concurrency = max_concurrency
-        self.max_deliveries = max_deliveries
+        self.max_concurrency, self.max_deliveries = max_concurrency, max_deliveries
         self.limits = limits
         self.ordering_key = ordering_key
         self.capacity = asyncio.Event()

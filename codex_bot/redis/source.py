@@ -11,7 +11,6 @@ partitions, one per partition it holds the lease of.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from codex_bot.redis.group import GroupKeeper, group_lost
 from codex_bot.redis.keepalive import HeldEntries
 from codex_bot.redis.letters import DELETED, letter
 from codex_bot.redis.stats import ProcessorStats
+from codex_bot.redis.tasks import cancel
 from codex_bot.redis.types import (
     ClaimPage,
     ConsumerUpkeepProtocol,
@@ -159,8 +159,7 @@ class StreamSource:
         """Read nothing more; entries already read go on."""
         self._running = False
         task, self._loop_task = self._loop_task, None
-        if task is not None:
-            await cancel(task)
+        await cancel(task)
 
     async def finish(self) -> None:
         """After its entries are done (or given up): stop refreshing them, flush the ACKs.
@@ -171,8 +170,7 @@ class StreamSource:
         if self.held is not None:
             await self.held.stop()
         task, self._ack_task = self._ack_task, None
-        if task is not None:
-            await cancel(task)
+        await cancel(task)
         try:
             await self.acks.flush()
         except Exception as exc:  # noqa: BLE001 - unacked entries stay pending, nothing is lost
@@ -325,14 +323,3 @@ class StreamSource:
             cursor = page.next_cursor
             if cursor in _CURSOR_DONE:
                 return
-
-
-async def cancel(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait for it to end."""
-    # asyncio.wait_for before 3.12 (redis-py wraps commands in it when socket_timeout is
-    # set) can swallow a cancellation that lands as the command completes: repeat it
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

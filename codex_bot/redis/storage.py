@@ -13,7 +13,8 @@ from redis.exceptions import ResponseError
 from codex_bot.redis.cluster import is_cluster, node_of
 from codex_bot.redis.codec import entry_id_key, text
 from codex_bot.redis.ledger import LedgerEntry, RetryLedger
-from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters
+from codex_bot.redis.letters import LUA_MAX_FIELDS, pack_letters, xadd_letters_lua
+from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters, TextEntries
 
 _BLOCK_MARGIN = 0.8
 """Share of the client's socket_timeout a blocking read may use before redis-py gives up."""
@@ -61,18 +62,9 @@ that moment, it holds no pending entry (DELCONSUMER would drop them with it) and
 idle that long; 1 if deleted, 0 if kept or not in the group."""
 
 _PENDING_PAGE = 100
-_LUA_MAX_FIELDS = 3500
-"""Fields of one letter the dead-letter script takes; Lua unpacks about 8,000 values at most."""
-
-_DEAD_LETTER_LUA = """
-local i = 3
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + 2 * n))
-  i = i + 2 * n + 1
-end
-return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-"""
+_DEAD_LETTER_LUA = xadd_letters_lua("KEYS[2]", 3) + (
+    "return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])"
+)
 """KEYS: stream, dead stream. ARGV: group, entry id, then per letter its number of
 fields followed by the field/value pairs."""
 
@@ -132,7 +124,7 @@ class RedisStreamStorage:
 
     async def read_events(
         self, stream_name: str, group_name: str, consumer_name: str, count: int
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> TextEntries:
         """Read up to ``count`` new entries without blocking."""
         reply = await self.redis.xreadgroup(group_name, consumer_name, {stream_name: ">"}, count)
         return _entries(reply)
@@ -142,13 +134,8 @@ class RedisStreamStorage:
         await self.redis.xack(stream_name, group_name, message_id)
 
     async def claim_stale_events(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        min_idle_time: int,
-        count: int,
-    ) -> list[tuple[str, dict[str, Any]]]:
+        self, stream_name: str, group_name: str, consumer_name: str, min_idle_time: int, count: int
+    ) -> TextEntries:
         """Claim the first page of entries idle for ``min_idle_time`` ms."""
         reply = await self.redis.xautoclaim(
             stream_name, group_name, consumer_name, min_idle_time, "0-0", count
@@ -363,16 +350,12 @@ class RedisStreamStorage:
         Raises:
             redis.exceptions.ResponseError: a letter could not be written; nothing was ACKed.
         """
-        if any(len(letter) > _LUA_MAX_FIELDS for letter in letters):
+        if any(len(letter) > LUA_MAX_FIELDS for letter in letters):
             await self._dead_letter_in_steps(
                 stream_name, group_name, entry_id, dead_stream, letters
             )
             return
-        args: list[Any] = [group_name, entry_id]
-        for letter in letters:
-            args.append(len(letter))
-            for field, value in letter.items():
-                args += (field, value)
+        args = [group_name, entry_id, *pack_letters(letters)]
         await self._dead_letter_script(keys=[stream_name, dead_stream], args=args)
 
     async def _dead_letter_in_steps(

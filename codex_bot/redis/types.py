@@ -30,6 +30,9 @@ OrderingKeyFunc: TypeAlias = Callable[[Payload], Any]
 Entry: TypeAlias = tuple[str, Mapping[Any, Any]]
 """``(entry_id, fields)`` as a storage returns it; fields may be ``bytes`` or ``str``."""
 
+TextEntries: TypeAlias = list[tuple[str, dict[str, Any]]]
+"""Entries as the four basic storage methods return them: ``(entry_id, fields)``."""
+
 
 class DeadLetterInfo(Protocol):
     """One failure a report asks the processor to dead-letter (``DeadLetter`` is one)."""
@@ -80,7 +83,7 @@ class StreamStorageProtocol(Protocol):
 
     async def read_events(
         self, stream_name: str, group_name: str, consumer_name: str, count: int
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> TextEntries:
         """Read up to ``count`` entries never delivered to the group (``XREADGROUP ... >``)."""
         ...
 
@@ -89,13 +92,8 @@ class StreamStorageProtocol(Protocol):
         ...
 
     async def claim_stale_events(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        min_idle_time: int,
-        count: int,
-    ) -> list[tuple[str, dict[str, Any]]]:
+        self, stream_name: str, group_name: str, consumer_name: str, min_idle_time: int, count: int
+    ) -> TextEntries:
         """Claim up to ``count`` entries idle for ``min_idle_time`` ms (XAUTOCLAIM)."""
         ...
 

@@ -60,6 +60,8 @@ class RedisClusterServer(ServerGroup):
         ```
     """
 
+    ready_means = "every node to run, report cluster_state:ok and agree on the slot map"
+
     def __init__(
         self,
         masters: int = 3,
@@ -230,17 +232,6 @@ class RedisClusterServer(ServerGroup):
     def states(self) -> dict[ClusterNode, str]:
         """``cluster_state`` (``ok`` or ``fail``) as each running node reports it now."""
         return {n: n.cluster_info().get("cluster_state", "") for n in self.nodes if n.running}
-
-    def wait_until_ready(self, timeout: float | None = None) -> None:
-        """Wait until every node runs, reports ``cluster_state:ok`` and they agree on the map.
-
-        Args:
-            timeout: Seconds; ``startup_timeout`` when None.
-
-        Raises:
-            RedisServerError: Not ready in time; the message says what was missing.
-        """
-        self._wait(self.is_ready, "the cluster to be ok", timeout)
 
     def _problems(self) -> Iterator[str]:
         if stopped := [node for node in self.nodes if not node.running]:

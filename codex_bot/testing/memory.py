@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 
 from codex_bot.redis.codec import encode_event, raw_fields
 from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
-from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters
+from codex_bot.redis.types import ClaimPage, Entry, GroupConsumer, Letters, TextEntries
 
 _Id = tuple[int, int]
 
@@ -158,7 +158,7 @@ class InMemoryStreamStorage:
 
     async def read_events(
         self, stream_name: str, group_name: str, consumer_name: str, count: int
-    ) -> list[tuple[str, dict[str, Any]]]:
+    ) -> TextEntries:
         """Up to ``count`` entries never delivered to the group, without waiting."""
         entries = self._deliver_new(stream_name, group_name, consumer_name, count)
         return [(entry_id, raw_fields(fields)) for entry_id, fields in entries]
@@ -168,13 +168,8 @@ class InMemoryStreamStorage:
         await self.ack_events(stream_name, group_name, [message_id])
 
     async def claim_stale_events(
-        self,
-        stream_name: str,
-        group_name: str,
-        consumer_name: str,
-        min_idle_time: int,
-        count: int,
-    ) -> list[tuple[str, dict[str, Any]]]:
+        self, stream_name: str, group_name: str, consumer_name: str, min_idle_time: int, count: int
+    ) -> TextEntries:
         """Claim the first page of entries idle for ``min_idle_time`` ms."""
         who = GroupConsumer(stream_name, group_name, consumer_name)
         page = await self.claim_stale(who, min_idle_time, "0-0", count)
@@ -224,7 +219,8 @@ class InMemoryStreamStorage:
     async def ack_and_read_new(
         self, who: GroupConsumer, ack_ids: Sequence[str], count: int, block_ms: int
     ) -> list[Entry]:
-        """``ack_events`` then ``read_new``, as Redis runs the pipelined pair."""
+        """``ack_events`` then ``read_new``, as Redis runs the pipelined pair: the ACKs are
+        done before the read starts waiting."""
         await self.ack_events(who.stream, who.group, ack_ids)
         return await self.read_new(who, count, block_ms)
 

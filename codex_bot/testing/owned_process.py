@@ -67,6 +67,21 @@ def spawn(args: Sequence[str]) -> subprocess.Popen[bytes]:
     return _spawner_thread().submit(_popen, args, die_with_owner).result()
 
 
+def end(process: subprocess.Popen[bytes], *, kill: bool) -> None:
+    """Stop a child: SIGTERM (SIGKILL with ``kill``), then wait; SIGKILL after 10 s."""
+    if process.poll() is not None:
+        return
+    if kill:
+        process.kill()
+    else:
+        process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _popen(args: Sequence[str], preexec: Callable[[], None] | None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         list(args),

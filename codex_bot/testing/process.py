@@ -10,39 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+from typing import ClassVar, Self
 
 from redis import Redis
 from redis.exceptions import RedisError
 
-from codex_bot.testing.redis_server import RedisServerError
+from codex_bot.testing.owned_process import end, spawn
+from codex_bot.testing.redis_server import RedisServerError, answers_ping
 
 HOST = "127.0.0.1"
 CONFIG_FILE = "redis.conf"
 LOG_FILE = "redis.log"
-
-
-def spawn(args: Sequence[str]) -> subprocess.Popen[bytes]:
-    """Start one server process; every cluster node and Sentinel set-up process starts here.
-
-    One place, so that a guard against outliving the test process (such as a parent-death
-    signal) is added once for all of them.
-
-    Args:
-        args: The command line, binary first.
-
-    Returns:
-        The running process; its output goes to the log file its config names.
-    """
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 class ServerProcess:
@@ -68,11 +52,6 @@ class ServerProcess:
         sentinel: bool = False,
         startup_timeout: float = 10.0,
     ) -> None:
-        self.binary = binary
-        self.port = port
-        self.directory = directory
-        self.sentinel = sentinel
-        self.startup_timeout = startup_timeout
         self._config = [
             f"port {port}",
             f"bind {HOST}",
@@ -80,6 +59,11 @@ class ServerProcess:
             f'logfile "{directory / LOG_FILE}"',
             *config,
         ]
+        self.binary = binary
+        self.port = port
+        self.directory = directory
+        self.sentinel = sentinel
+        self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._reaper: weakref.finalize[..., ServerProcess] | None = None
 
@@ -137,7 +121,7 @@ class ServerProcess:
         """
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline and self.running:
-            if _answers_ping(self.port):
+            if answers_ping(self.port):
                 return
             time.sleep(0.01)
         self.kill()
@@ -176,40 +160,16 @@ class ServerProcess:
             self._reaper.detach()
             self._reaper = None
         if process is not None:
-            _end(process, kill=kill)
+            end(process, kill=kill)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<{type(self).__name__} {HOST}:{self.port} {state}>"
 
 
-def _end(process: subprocess.Popen[bytes], *, kill: bool) -> None:
-    if process.poll() is not None:
-        return
-    if kill:
-        process.kill()
-    else:
-        process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _kill(process: subprocess.Popen[bytes]) -> None:
     """Finalizer: a server whose owner was collected (or the interpreter exits) dies too."""
-    _end(process, kill=True)
-
-
-def _answers_ping(port: int) -> bool:
-    with (
-        contextlib.suppress(OSError),
-        socket.create_connection((HOST, port), timeout=0.5) as sock,
-    ):
-        sock.sendall(b"PING\r\n")
-        return sock.recv(64).startswith(b"+PONG")
-    return False
+    end(process, kill=True)
 
 
 class ServerGroup:
@@ -220,6 +180,9 @@ class ServerGroup:
     its processes and removes its dir on :meth:`close`, on garbage collection or at exit.
     """
 
+    ready_means: ClassVar[str] = "every process to run and all to agree"
+    """What :meth:`is_ready` waits for, as the subclass defines it; timeouts name it."""
+
     def __init__(self, prefix: str, startup_timeout: float) -> None:
         self.startup_timeout = startup_timeout
         self._root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -227,11 +190,11 @@ class ServerGroup:
         self._cleanup = weakref.finalize(self, _remove, self._processes, self._root)
 
     def is_ready(self) -> bool:
-        """Whether every process runs and they all agree (see the subclass)."""
+        """Whether every process runs and they all agree (see :attr:`ready_means`)."""
         return self._problem() is None
 
     def wait_until_ready(self, timeout: float | None = None) -> None:
-        """Wait until :meth:`is_ready`.
+        """Wait until :meth:`is_ready` (see :attr:`ready_means`).
 
         Args:
             timeout: Seconds; ``startup_timeout`` when None.
@@ -239,7 +202,7 @@ class ServerGroup:
         Raises:
             RedisServerError: Not ready in time; the message says what was missing.
         """
-        self._wait(self.is_ready, "all to be ready", timeout)
+        self._wait(self.is_ready, self.ready_means, timeout)
 
     def close(self) -> None:
         """Stop every process and remove the temp dirs."""
@@ -253,12 +216,7 @@ class ServerGroup:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def start(self) -> Self:

@@ -22,9 +22,8 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
-from codex_bot.testing.owned_process import spawn
+from codex_bot.testing.owned_process import end, spawn
 
 _VERSION = re.compile(rb"v=(\d+)\.(\d+)\.(\d+)")
 
@@ -213,34 +212,20 @@ class RedisServer:
     def __enter__(self) -> RedisServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def _end(self, *, kill: bool) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        if kill:
-            process.kill()
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            end(process, kill=kill)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process is not None and self._process.poll() is not None:
                 break
-            if self._answers_ping():
+            if answers_ping(self.port):
                 return
             time.sleep(0.01)
         log = Path(self._dir)
@@ -248,14 +233,16 @@ class RedisServer:
         msg = f"redis-server on port {self.port} did not start (binary {self.binary}, dir {log})"
         raise RedisServerError(msg)
 
-    def _answers_ping(self) -> bool:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock,
-        ):
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-        return False
+
+def answers_ping(port: int) -> bool:
+    """Whether a server on ``127.0.0.1:port`` answers PING (in plain RESP, no client)."""
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock,
+    ):
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"+PONG")
+    return False
 
 
 _OPEN: weakref.WeakSet[RedisServer] = weakref.WeakSet()

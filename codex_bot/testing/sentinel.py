@@ -37,6 +37,8 @@ class RedisSentinelServer(ServerGroup):
         startup_timeout: Seconds to wait for everything to start and agree.
     """
 
+    ready_means = "all to run, agree on the primary, and every replica to sync with it"
+
     def __init__(
         self,
         replicas: int = 1,
@@ -49,7 +51,7 @@ class RedisSentinelServer(ServerGroup):
         failover_timeout_ms: int = 2000,
         startup_timeout: float = 30.0,
     ) -> None:
-        if replicas < 1 or sentinels < 1:
+        if min(replicas, sentinels) < 1:
             msg = f"need at least one replica and one sentinel: {replicas}, {sentinels}"
             raise ValueError(msg)
         super().__init__("codex-sentinel-", startup_timeout)
@@ -222,17 +224,6 @@ class RedisSentinelServer(ServerGroup):
             client.config_set("masterauth", "")
         if wait and replica is not (primary := self.primary()):
             self._wait(functools.partial(_linked, replica, primary), f"{replica} to sync")
-
-    def wait_until_ready(self, timeout: float | None = None) -> None:
-        """Wait until all run, agree on the primary, and every replica syncs with it.
-
-        Args:
-            timeout: Seconds; ``startup_timeout`` when None.
-
-        Raises:
-            RedisServerError: Not ready in time; the message says what was missing.
-        """
-        self._wait(self.is_ready, "the sentinels and replicas to agree", timeout)
 
     def _problems(self) -> Iterator[str]:
         if stopped := [p for p in (*self.nodes, *self.sentinels) if not p.running]:
