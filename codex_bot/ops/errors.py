@@ -12,11 +12,21 @@ class OpsError(CodexBotError):
 
 
 class StreamNotFoundError(OpsError):
-    """The stream does not exist (nothing was ever added to it, or it was deleted)."""
+    """The stream does not exist (nothing was ever added to it, or it was deleted).
 
-    def __init__(self, stream: str) -> None:
+    For a partitioned stream: none of its partitions exists.
+    """
+
+    def __init__(self, stream: str, partitions: Sequence[str] = ()) -> None:
         self.stream = stream
-        super().__init__(f"stream {stream!r} does not exist")
+        self.partitions = tuple(partitions)
+        if len(partitions) == 1:
+            super().__init__(f"stream {stream!r} has no partition: {partitions[0]} does not exist")
+        elif partitions:
+            names = f"{partitions[0]} to {partitions[-1]}"
+            super().__init__(f"stream {stream!r} has no partition: {names} do not exist")
+        else:
+            super().__init__(f"stream {stream!r} does not exist")
 
 
 class GroupNotFoundError(OpsError):
