@@ -104,6 +104,8 @@ async def xinfo_stream(redis: AnyRedis, stream: str) -> dict[str, Any]:
     try:
         return as_map(await command(redis, "XINFO", "STREAM", stream, key=stream))
     except ResponseError as exc:
+        if str(exc).startswith(("MOVED", "ASK")):
+            raise  # a cluster node asked through a client of one Redis: the caller says so
         raise _stream_error(stream, exc) from exc
 
 
