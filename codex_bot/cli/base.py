@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
@@ -85,8 +86,39 @@ def target_options(func: F) -> F:
     return func
 
 
+_TARGET_NAMES = (
+    "redis_url",
+    "cluster",
+    "stream",
+    "partitions",
+    "group",
+    "dead_stream",
+    "as_json",
+)
+
+
+def remember_target(options: dict[str, Any]) -> None:
+    """Keep the target options given before the command (``codex-bot --stream s stats``)."""
+    ctx = click.get_current_context()
+    ctx.obj = {
+        name: options[name]
+        for name in _TARGET_NAMES
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+
+
 def target_of(options: dict[str, Any]) -> Target:
-    """Take the target options out of a command's keyword arguments."""
+    """Take the target options out of a command's keyword arguments.
+
+    An option given after the command wins; one given before it (to ``codex-bot`` itself)
+    comes next; then the environment and the defaults.
+    """
+    ctx = click.get_current_context()
+    before: dict[str, Any] = ctx.find_root().obj or {}
+    for name in _TARGET_NAMES:
+        given_here = ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        if name in before and not given_here:
+            options[name] = before[name]
     target = Target(
         redis_url=options.pop("redis_url"),
         stream=options.pop("stream"),

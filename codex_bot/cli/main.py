@@ -20,6 +20,7 @@ from codex_bot.cli.base import (
     Target,
     connect,
     describe_redis_error,
+    remember_target,
     run,
     target_of,
     target_options,
@@ -39,8 +40,14 @@ from codex_bot.ops import (
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codex-bot")
-def main() -> None:
-    """Operate a codex_bot stream: what is stuck, dead letters, replays, idle consumers."""
+@target_options
+def main(**options: Any) -> None:
+    """Operate a codex_bot stream: what is stuck, dead letters, replays, idle consumers.
+
+    The connection and stream options go before the command or after it:
+    codex-bot --stream bot_events --partitions 8 stats.
+    """
+    remember_target(options)
 
 
 @main.command()

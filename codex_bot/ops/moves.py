@@ -16,8 +16,12 @@ second run at the same time) can repeat without adding the event twice or losing
 A reserve that finds the reserved entry in the stream (it carries the letter's id in
 ``codex.replayed_from``) finishes the move instead. One that finds the reserved id
 overtaken by other entries (new events arrived first) reserves a new one; the XADD with the
-old id can no longer succeed. Every key is the stream's or its dead-letter stream's, so on a
-cluster the three share their slot when the stream has a hash tag.
+old id can no longer succeed. The one way to add an event twice: a run stopped between add
+and finish, and the stream trimmed (MAXLEN, MINID) or deleted its entry before the next run;
+then the entry cannot be told from one never added, and is added again (at-least-once:
+handlers tolerate a second delivery) rather than lost. Every key is the stream's or its
+dead-letter stream's, so on a cluster the three share their slot when the stream has a hash
+tag.
 """
 
 from __future__ import annotations
@@ -53,14 +57,12 @@ end
 local function above(a, b)
   return a[1] > b[1] or (a[1] == b[1] and a[2] > b[2])
 end
-local last, first = {0, 0}, nil
+local last = {0, 0}
 if kind == 'stream' then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for i = 1, #info, 2 do
     if info[i] == 'last-generated-id' then
       last = split(info[i + 1])
-    elseif info[i] == 'first-entry' and info[i + 1] then
-      first = split(info[i + 1][1])
     end
   end
 end
@@ -78,8 +80,6 @@ if held then
     end
   elseif above(split(held), last) then
     return {'reserved', held}
-  elseif not first or above(first, split(held)) then
-    return {'trimmed', held}
   end
 end
 local now = redis.call('TIME')
@@ -95,10 +95,9 @@ return {'reserved', id}
 """
 """KEYS: stream, dead-letter stream, reservations. ARGV: letter id, lead ms, the
 ``codex.replayed_from`` field name. Returns ``{state, entry id}``: ``gone`` (the letter is
-not there: nothing to do), ``added`` (an earlier run added it; now finished), ``reserved``
-(add it with this id), ``trimmed`` (the reserved id is below the stream's first entry: an
-earlier run may have added it and the stream trimmed it since, which cannot be told). A new
-id is ``lead`` ms ahead of the server's clock, or just above the stream's last id."""
+not there: nothing to do), ``added`` (an earlier run added it; now finished) or ``reserved``
+(add it with this id). A new id is ``lead`` ms ahead of the server's clock, or just above
+the stream's last id."""
 
 _FINISH_LUA = """
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -116,7 +115,7 @@ large letter out, and a quiet one gets an id of the moment."""
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """What ``reserve`` found: ``state`` (gone, added, reserved, trimmed) and the entry id."""
+    """What ``reserve`` found: ``state`` (gone, added, reserved) and the entry id."""
 
     state: str
     entry_id: str | None
@@ -146,8 +145,7 @@ class LargeLetterMover:
         Raises:
             redis.exceptions.ResponseError: the stream's key holds another type, or Redis
                 refused the entry (out of memory); the letter is kept.
-            OpsError: the stream kept overtaking the reserved id, or an earlier run's entry
-                may have been trimmed (see ``reserve``); the letter is kept.
+            OpsError: the stream kept overtaking the reserved id; the letter is kept.
         """
         overtaken = False
         for attempt in range(_TRIES):
@@ -158,8 +156,6 @@ class LargeLetterMover:
             if found.state == "added":
                 return None if overtaken else found.entry_id
             assert found.entry_id is not None
-            if found.state == "trimmed":
-                raise OpsError(_trimmed(stream, dead_stream, letter_id, found.entry_id))
             if await self.add(stream, found.entry_id, values):
                 await self.finish(dead_stream, letter_id)
                 return found.entry_id
@@ -194,12 +190,3 @@ class LargeLetterMover:
         reservations = dead_stream + RESERVATIONS_SUFFIX
         deleted = await self._finish(keys=[dead_stream, reservations], args=[letter_id])
         return bool(deleted)
-
-
-def _trimmed(stream: str, dead_stream: str, letter_id: str, entry_id: str) -> str:
-    return (
-        f"dead letter {letter_id}: an interrupted replay reserved id {entry_id} on {stream!r}, "
-        "which the stream has trimmed since, so whether it was added cannot be told; look "
-        f"for an entry with codex.replayed_from={letter_id}, then purge the letter or delete "
-        f"its reservation (HDEL {dead_stream + RESERVATIONS_SUFFIX} {letter_id})"
-    )
