@@ -6,10 +6,17 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from codex_bot.ops import DeadLetterFilter, OpsError, PartitionedOps, StreamNotFoundError
+from codex_bot.ops import (
+    AmbiguousLetterError,
+    DeadLetterFilter,
+    OpsError,
+    PartitionedOps,
+    StreamNotFoundError,
+)
 from codex_bot.redis import partition_of, partition_stream
 from codex_bot.testing.redis_server import RedisServer
 from tests._bad_day import GROUP, blocked_day, cli
+from tests.test_cli import one_line_error
 
 PARTITIONS = 4
 CHATS = list(range(1, 9))
@@ -69,7 +76,9 @@ async def test_stats_pending_and_a_replay_cover_every_partition(
     assert again.out.strip() == "no dead letters match"
 
 
-async def test_letters_of_all_partitions_merge_oldest_first(redis: Redis) -> None:
+async def test_letters_of_all_partitions_merge_oldest_first(
+    redis_server: RedisServer, redis: Redis
+) -> None:
     ops = PartitionedOps(redis, "ev", 3)
     ids = {}
     for n, index in enumerate([2, 0, 1, 0, 2]):
@@ -90,8 +99,15 @@ async def test_letters_of_all_partitions_merge_oldest_first(redis: Redis) -> Non
     ]
     assert (await ops.dead_letter("4-0")).dead_stream == partition_stream("ev", 0) + ":dead"
     await redis.xadd(partition_stream("ev", 1) + ":dead", {"type": "x"}, id="5-0")
-    with pytest.raises(OpsError, match="in several dead-letter streams"):
+    with pytest.raises(AmbiguousLetterError, match="in several dead-letter streams"):
         await ops.dead_letter("5-0")
+    shown = await cli(
+        "dead", "show", "5-0", "--stream", "ev", "--partitions", "3", url=redis_server.url
+    )
+    assert one_line_error(shown) == (
+        "Error: dead letter 5-0 is in several dead-letter streams ({ev:p1}:dead, {ev:p2}:dead): "
+        "name its partition, e.g. --stream '{ev:p1}' without --partitions"
+    )
     assert await ops.purge(DeadLetterFilter(event_type="t4")) == 1
     assert await ops.dead.count() == 5
 

@@ -14,6 +14,7 @@ from codex_bot.cli.base import Ops, Target, run, target_of, target_options
 from codex_bot.cli.params import time_option
 from codex_bot.cli.render import cut, echo_json, plural, table, timestamp
 from codex_bot.ops import (
+    AmbiguousLetterError,
     DeadLetterEntry,
     DeadLetterFilter,
     OpsError,
@@ -22,6 +23,7 @@ from codex_bot.ops import (
     replayed_fields,
     text_fields,
 )
+from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -118,7 +120,12 @@ async def _check_stream(ops: Ops) -> None:
 
 
 async def _letter(ops: Ops, letter_id: str) -> DeadLetterEntry:
-    letter = await ops.dead_letter(letter_id)
+    try:
+        letter = await ops.dead_letter(letter_id)
+    except AmbiguousLetterError as exc:
+        first = exc.dead_streams[0].removesuffix(DEAD_LETTER_SUFFIX)
+        msg = f"{exc}: name its partition, e.g. --stream '{first}' without --partitions"
+        raise OpsError(msg) from None
     if letter is None:
         await _check_stream(ops)
         msg = f"no dead letter {letter_id} in {ops.dead_letter_stream}"

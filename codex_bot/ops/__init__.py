@@ -15,6 +15,7 @@ command of your own::
 from codex_bot.ops.admin import DEFAULT_ARQ_QUEUE, StreamOps
 from codex_bot.ops.dead import DeadLetters, LetterSet, MergedDeadLetters
 from codex_bot.ops.errors import (
+    AmbiguousLetterError,
     GroupNotChosenError,
     GroupNotFoundError,
     OpsError,
@@ -40,6 +41,7 @@ from codex_bot.ops.partitioned import PartitionedOps
 
 __all__ = [
     "DEFAULT_ARQ_QUEUE",
+    "AmbiguousLetterError",
     "ConsumerInfo",
     "DeadLetterEntry",
     "DeadLetterFilter",

@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from codex_bot.ops.errors import OpsError
+from codex_bot.ops.errors import AmbiguousLetterError
 from codex_bot.ops.letters import DeadLetterFilter, parse_letter, replayed_fields
 from codex_bot.ops.models import DeadLetterEntry, ReplayedLetter, ReplayResult
 from codex_bot.ops.moves import RESERVATIONS_SUFFIX
@@ -251,7 +251,7 @@ class MergedDeadLetters(LetterSet):
         """The letter with this id.
 
         Raises:
-            OpsError: letters with this id are in several of the dead-letter streams.
+            AmbiguousLetterError: letters with this id are in several of the streams.
         """
         found = [
             letter
@@ -259,9 +259,7 @@ class MergedDeadLetters(LetterSet):
             if letter is not None
         ]
         if len(found) > 1:
-            where = ", ".join(letter.dead_stream for letter in found)
-            msg = f"dead letter {letter_id} is in several dead-letter streams ({where})"
-            raise OpsError(msg)
+            raise AmbiguousLetterError(letter_id, [letter.dead_stream for letter in found])
         return found[0] if found else None
 
 

@@ -52,3 +52,13 @@ class GroupNotChosenError(OpsError):
         else:
             msg = f"stream {stream!r} has no consumer group"
         super().__init__(msg)
+
+
+class AmbiguousLetterError(OpsError):
+    """Letters with the same id are in several dead-letter streams (two partitions')."""
+
+    def __init__(self, letter_id: str, dead_streams: Sequence[str]) -> None:
+        self.letter_id = letter_id
+        self.dead_streams = tuple(dead_streams)
+        where = ", ".join(dead_streams)
+        super().__init__(f"dead letter {letter_id} is in several dead-letter streams ({where})")

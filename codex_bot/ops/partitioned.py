@@ -209,8 +209,8 @@ class PartitionedOps:
         """One dead letter by id; None when there is none.
 
         Raises:
-            OpsError: two partitions hold a letter with this id (name the partition's
-                stream with ``StreamOps`` instead).
+            AmbiguousLetterError: two partitions hold a letter with this id (name the
+                partition's stream with ``StreamOps`` instead).
         """
         return await self.dead.get(letter_id)
 
