@@ -28,9 +28,8 @@ async def command(redis: AnyRedis, *args: Any, key: str | None = None, **options
         redis: A client of one Redis, or of a cluster.
         args: The command and its arguments.
         key: On a cluster, the key whose node runs the command: a keyed command goes
-            straight there (redis-py would otherwise ask a node ``COMMAND GETKEYS`` for
-            XINFO and XPENDING), a key-less one (TIME) runs on the node of the stream it is
-            about. Ignored on a single Redis.
+            straight there, and a key-less one (TIME) runs on the node of the stream it is
+            about rather than on an arbitrary node. Ignored on a single Redis.
         options: More ``execute_command`` options.
     """
     routed = await route(redis, key)
