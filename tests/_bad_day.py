@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from codex_bot.redis import (
     RedisStreamProcessor,
     RedisStreamStorage,
     StreamProducer,
+    partition_stream,
 )
 from codex_bot.redis.dispatcher import handler_name
 from tests.conftest import wait_for
@@ -157,6 +158,46 @@ async def bad_day(
             await wait_for(lambda: _zcard_is(pool, retried), message="retries enqueued")
             await wait_for(lambda: bot.count("build") == stuck, message="stuck handlers")
     return BadDay(bot, order_ids, untyped_ids, stuck_ids, retried_ids)
+
+
+async def blocked_day(
+    redis: Any,
+    stream: str,
+    chats: Sequence[int],
+    *,
+    stuck: int = 0,
+    partitions: int | None = None,
+    extra: Sequence[dict[str, str]] = (),
+) -> Bot:
+    """A day on which every chat blocked the bot, without arq (so on a cluster too).
+
+    Each ``order.paid`` to a chat in ``chats`` leaves one dead letter (``send`` failed);
+    ``stuck`` ``report.ready`` events stay pending with consumer ``c1``; each entry of
+    ``extra`` is added raw and dead-lettered by the processor (say, one with too many
+    fields). With ``partitions``, everything goes through the partitions of ``stream``.
+    """
+    bot = Bot()
+    bot.blocked = set(chats)
+    producer = StreamProducer(redis, stream, partitions=partitions)
+    names = [stream] if partitions is None else list(map(_partition(stream), range(partitions)))
+    options: dict[str, Any] = {} if partitions is None else {"partitions": partitions}
+    async with consuming(redis, stream, bot, **options):
+        await producer.add_events([("order.paid", {"chat_id": chat}) for chat in chats])
+        await producer.add_events([("report.ready", {"chat_id": 100 + n}) for n in range(stuck)])
+        for n, fields in enumerate(extra):
+            await redis.xadd(names[n % len(names)], fields)
+        letters = len(chats) + len(extra)
+        await wait_for(lambda: _letters_are(redis, names, letters), message="the dead letters")
+        await wait_for(lambda: bot.count("build") == stuck, message="stuck handlers")
+    return bot
+
+
+def _partition(stream: str) -> Callable[[int], str]:
+    return lambda index: partition_stream(stream, index)
+
+
+async def _letters_are(redis: Any, streams: Sequence[str], count: int) -> bool:
+    return sum([await redis.xlen(name + ":dead") for name in streams]) == count
 
 
 async def _xlen_is(redis: Redis, key: str, length: int) -> bool:

@@ -17,6 +17,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis.exceptions import RedisError
 
 from codex_bot.redis import (
+    GroupConsumer,
     RedisStreamProcessor,
     RedisStreamStorage,
     StreamProducer,
@@ -90,6 +91,16 @@ async def test_a_stream_name_that_splits_from_its_dead_letters_is_refused(client
     assert "'{bot_events}'" in message  # the hash-tag form to use
     with pytest.raises(SlotMismatchError, match="'elsewhere:dead'"):
         processor(client, STREAM, dead_letter_stream="elsewhere:dead")
+
+
+async def test_a_fresh_client_routes_its_first_read(clients: Any) -> None:
+    """Routing by hand needs the slot map: a storage's first call loads it."""
+    await clients().xadd(STREAM, {"type": "t"})
+    storage = RedisStreamStorage(clients())  # nothing sent on it yet
+    assert await storage.ensure_group(STREAM, "g", "0") is True
+    other = RedisStreamStorage(clients())
+    [(_, fields)] = await other.read_new(GroupConsumer(STREAM, "g", "c"), 10, 100)
+    assert fields == {b"type": b"t"}
 
 
 async def test_events_and_dead_letters_on_a_hash_tagged_stream(

@@ -35,6 +35,7 @@ from codex_bot.redis import (
     RetryDecision,
     StreamProducer,
     classify_failure,
+    partition_stream,
 )
 from codex_bot.redis.dispatcher import handler_name
 from tests.conftest import pending_count, wait_for
@@ -291,3 +292,30 @@ def test_without_prometheus_client_only_the_metrics_need_it(tmp_path: Path) -> N
     assert proc.stdout.strip() == (
         'codex_bot.metrics needs prometheus-client: pip install "codex_bot[prometheus]"'
     )
+
+
+async def test_a_partitioned_processor_reports_each_partition(
+    redis: Redis, stream: str, make_processor: Any
+) -> None:
+    processor = make_processor(redis, stream, BotRedisDispatcher().process_message, partitions=3)
+    metrics = instrument(processor, None, CollectorRegistry())
+    names = [partition_stream(stream, index) for index in range(3)]
+    for index, name in enumerate(names[:2]):
+        await redis.xgroup_create(name, "bot", id="0", mkstream=True)
+        await redis.xadd(name, {"type": "t"})
+        await redis.xadd(name + ":dead", {"type": "t"})
+        for _ in range(index):
+            await redis.xadd(name, {"type": "t"})
+    await redis.xreadgroup("bot", "elsewhere", {names[0]: ">"})  # p0: 1 pending; p1: lag 2
+
+    samples = parse((await metrics.scrape()).decode())
+
+    def figure(name: str, stream_name: str) -> float | None:
+        return value(samples, f"codex_bot_{name}", stream=stream_name, group="bot")
+
+    assert [figure("pending", name) for name in names] == [1, 0, None]  # p2 does not exist
+    assert [figure("stream_lag", name) for name in names] == [0, 2, None]
+    assert figure("oldest_pending_age_seconds", names[0]) is not None
+    assert [value(samples, "codex_bot_dead_letters", stream=name) for name in names] == [1, 1, None]
+    assert figure("pending", stream) is None  # per partition, not summed
+    assert figure("healthy", stream) == 0  # the processor's own numbers: the stream's name

@@ -8,19 +8,25 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 from redis import exceptions as redis_errors
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from codex_bot.cli.params import mask
-from codex_bot.ops import GroupNotChosenError, OpsError, StreamOps
+from codex_bot.ops import GroupNotChosenError, OpsError, PartitionedOps, StreamOps
 from codex_bot.redis.constants import DEFAULT_STREAM
+from codex_bot.redis.partitioning import check_partitioned_name
+from codex_bot.redis.types import AnyRedis
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a TCP connection before reporting Redis unreachable."""
+
+Ops = StreamOps | PartitionedOps
+"""What a command works on: one stream, or every partition of a partitioned one."""
 
 
 class CommandError(click.ClickException):
@@ -38,6 +44,8 @@ class Target:
     group: str | None
     dead_stream: str | None
     as_json: bool
+    cluster: bool = False
+    partitions: int | None = None
 
     def fail(self, message: str, *urls: str | None) -> CommandError:
         """A ``CommandError`` whose message never shows a password of the URLs in play."""
@@ -47,7 +55,8 @@ class Target:
 
 
 def target_options(func: F) -> F:
-    """Add ``--redis-url``, ``--stream``, ``--group``, ``--dead-stream`` and ``--json``."""
+    """Add ``--redis-url``, ``--cluster``, ``--stream``, ``--partitions``, ``--group``,
+    ``--dead-stream`` and ``--json``."""
     options = [
         click.option(
             "--redis-url",
@@ -56,7 +65,17 @@ def target_options(func: F) -> F:
             help="Redis holding the stream, e.g. redis://:password@host:6379/0.",
         ),
         click.option(
+            "--cluster",
+            is_flag=True,
+            help="The URL is a node of a Redis Cluster (the stream needs a hash tag).",
+        ),
+        click.option(
             "--stream", default=DEFAULT_STREAM, show_default=True, help="The event stream."
+        ),
+        click.option(
+            "--partitions",
+            type=click.IntRange(1),
+            help="The stream is partitioned ({<stream>:p0} ...): work on all N partitions.",
         ),
         click.option("--group", help="Consumer group; default: the stream's only group."),
         click.option("--dead-stream", help="Dead-letter stream; default: <stream>:dead."),
@@ -67,19 +86,66 @@ def target_options(func: F) -> F:
     return func
 
 
+_TARGET_NAMES = (
+    "redis_url",
+    "cluster",
+    "stream",
+    "partitions",
+    "group",
+    "dead_stream",
+    "as_json",
+)
+
+
+def remember_target(options: dict[str, Any]) -> None:
+    """Keep the target options given before the command (``codex-bot --stream s stats``)."""
+    ctx = click.get_current_context()
+    ctx.obj = {
+        name: options[name]
+        for name in _TARGET_NAMES
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
+
+
 def target_of(options: dict[str, Any]) -> Target:
-    """Take the target options out of a command's keyword arguments."""
-    return Target(
+    """Take the target options out of a command's keyword arguments.
+
+    An option given after the command wins; one given before it (to ``codex-bot`` itself)
+    comes next; then the environment and the defaults.
+    """
+    ctx = click.get_current_context()
+    before: dict[str, Any] = ctx.find_root().obj or {}
+    for name in _TARGET_NAMES:
+        given_here = ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+        if name in before and not given_here:
+            options[name] = before[name]
+    target = Target(
         redis_url=options.pop("redis_url"),
         stream=options.pop("stream"),
         group=options.pop("group"),
         dead_stream=options.pop("dead_stream"),
         as_json=options.pop("as_json"),
+        cluster=options.pop("cluster"),
+        partitions=options.pop("partitions"),
     )
+    if target.partitions is not None:
+        try:
+            check_partitioned_name(target.stream, target.partitions)
+        except ValueError as exc:
+            raise target.fail(str(exc)) from None
+        if target.dead_stream is not None:
+            msg = "--dead-stream does not go with --partitions: each partition has its own"
+            raise target.fail(msg)
+    return target
 
 
-def connect(target: Target, url: str | None = None) -> Redis:
+def connect(target: Target, url: str | None = None, *, cluster: bool | None = None) -> AnyRedis:
     """A client for ``url`` (default: the target's), failing with one clear line.
+
+    Args:
+        target: The command's target.
+        url: Another Redis than the target's (arq's).
+        cluster: A ``RedisCluster`` client; default: the target's ``--cluster``.
 
     Raises:
         CommandError: no URL, or one redis-py cannot parse.
@@ -89,15 +155,28 @@ def connect(target: Target, url: str | None = None) -> Redis:
         msg = "no Redis URL: pass --redis-url or set REDIS_URL"
         raise target.fail(msg)
     try:
-        client: Redis = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
-    except ValueError as exc:
+        client: AnyRedis
+        if target.cluster if cluster is None else cluster:
+            client = RedisCluster.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+        else:
+            client = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+    except (ValueError, RedisClusterException) as exc:
         msg = f"invalid Redis URL {url}: {exc}"
         raise target.fail(msg, url) from None
     return client
 
 
-def run(target: Target, work: Callable[[StreamOps], Awaitable[T]]) -> T:
-    """Connect, run ``work`` on a ``StreamOps`` for the target, and close.
+def operations(target: Target, redis: AnyRedis) -> Ops:
+    """``StreamOps`` for the target's stream, or ``PartitionedOps`` with ``--partitions``."""
+    if target.partitions is not None:
+        return PartitionedOps(redis, target.stream, target.partitions, group=target.group)
+    return StreamOps(
+        redis, target.stream, group=target.group, dead_letter_stream=target.dead_stream
+    )
+
+
+def run(target: Target, work: Callable[[Ops], Awaitable[T]]) -> T:
+    """Connect, run ``work`` on the target's operations (see ``operations``), and close.
 
     Raises:
         CommandError: Redis unreachable or refusing, or the stream or group unknown.
@@ -106,10 +185,7 @@ def run(target: Target, work: Callable[[StreamOps], Awaitable[T]]) -> T:
     async def session() -> T:
         redis = connect(target)
         try:
-            ops = StreamOps(
-                redis, target.stream, group=target.group, dead_letter_stream=target.dead_stream
-            )
-            return await work(ops)
+            return await work(operations(target, redis))
         finally:
             await redis.aclose()
 
@@ -119,7 +195,7 @@ def run(target: Target, work: Callable[[StreamOps], Awaitable[T]]) -> T:
         raise target.fail(_no_group_message(exc)) from None
     except OpsError as exc:
         raise target.fail(str(exc)) from None
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         raise target.fail(describe_redis_error(target.redis_url, exc)) from None
 
 
@@ -130,11 +206,15 @@ def _no_group_message(exc: GroupNotChosenError) -> str:
     return f"stream {exc.stream!r} has several consumer groups ({names}): pick one with --group"
 
 
-def describe_redis_error(url: str | None, exc: RedisError) -> str:
+def describe_redis_error(url: str | None, exc: RedisError | RedisClusterException) -> str:
     """One line on what went wrong with the Redis at ``url`` (mask it before printing)."""
-    detail = str(exc).strip() or type(exc).__name__
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, RedisClusterException):
+        return f"cannot use the Redis Cluster at {url}: {detail}"
     if isinstance(exc, redis_errors.AuthenticationError):
         return f"Redis at {url} refused the credentials: {detail}"
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError):
         return f"cannot reach Redis at {url}: {detail}"
+    if isinstance(exc, redis_errors.MovedError) or detail.startswith("MOVED"):
+        return f"Redis at {url} is a node of a Redis Cluster (pass --cluster): {detail}"
     return f"Redis at {url} answered an error: {detail}"

@@ -10,19 +10,20 @@ from typing import Any, TypeVar
 
 import click
 
-from codex_bot.cli.base import Target, run, target_of, target_options
+from codex_bot.cli.base import Ops, Target, run, target_of, target_options
 from codex_bot.cli.params import time_option
 from codex_bot.cli.render import cut, echo_json, plural, table, timestamp
 from codex_bot.ops import (
+    AmbiguousLetterError,
     DeadLetterEntry,
     DeadLetterFilter,
     OpsError,
     ReplayedLetter,
     ReplayResult,
-    StreamOps,
     replayed_fields,
     text_fields,
 )
+from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,7 +85,7 @@ def list_letters(limit: int, **options: Any) -> None:
     if not letters:
         click.echo("no dead letters match")
         return
-    rows = [
+    rows: list[tuple[Any, ...]] = [
         (
             letter.id,
             timestamp(letter.at_ms),
@@ -97,25 +98,34 @@ def list_letters(limit: int, **options: Any) -> None:
         )
         for letter in letters
     ]
-    headers = ("ID", "TIME (UTC)", "TYPE", "HANDLER", "ATT", "SOURCE ID", "REASON", "ERROR")
+    headers: tuple[str, ...] = ("ID", "TIME (UTC)", "TYPE", "HANDLER", "ATT", "SOURCE ID")
+    headers += ("REASON", "ERROR")
+    if target.partitions is not None:  # which partition each letter came from
+        headers = ("PARTITION", *headers)
+        rows = [(letter.source_stream, *row) for letter, row in zip(letters, rows, strict=True)]
     click.echo(table(headers, rows))
 
 
 async def _letters(
-    ops: StreamOps, where: DeadLetterFilter, limit: int | None
+    ops: Ops, where: DeadLetterFilter, limit: int | None
 ) -> tuple[DeadLetterEntry, ...]:
     await _check_stream(ops)
     return await ops.dead_letters(where, limit=limit)
 
 
-async def _check_stream(ops: StreamOps) -> None:
+async def _check_stream(ops: Ops) -> None:
     # an unknown stream is an error; a stream without dead letters simply has none
     if await ops.dead.count() == 0:
         await ops.group_names()
 
 
-async def _letter(ops: StreamOps, letter_id: str) -> DeadLetterEntry:
-    letter = await ops.dead_letter(letter_id)
+async def _letter(ops: Ops, letter_id: str) -> DeadLetterEntry:
+    try:
+        letter = await ops.dead_letter(letter_id)
+    except AmbiguousLetterError as exc:
+        first = exc.dead_streams[0].removesuffix(DEAD_LETTER_SUFFIX)
+        msg = f"{exc}: name its partition, e.g. --stream '{first}' without --partitions"
+        raise OpsError(msg) from None
     if letter is None:
         await _check_stream(ops)
         msg = f"no dead letter {letter_id} in {ops.dead_letter_stream}"
@@ -199,7 +209,7 @@ class _Survey:
     dead_stream: str
 
 
-async def _survey(ops: StreamOps, where: DeadLetterFilter, limit: int | None) -> _Survey:
+async def _survey(ops: Ops, where: DeadLetterFilter, limit: int | None) -> _Survey:
     await _check_stream(ops)
     count, last_id, streams = 0, None, set()
     async for letter in ops.dead.iterate(where, limit):
@@ -229,7 +239,7 @@ def _show_plan(target: Target, letters: tuple[DeadLetterEntry, ...]) -> None:
 
 
 async def _replay(
-    ops: StreamOps, target: Target, where: DeadLetterFilter, count: int, rate: float | None
+    ops: Ops, target: Target, where: DeadLetterFilter, count: int, rate: float | None
 ) -> ReplayResult:
     if target.as_json:
         return await ops.replay(where, limit=count, rate=rate)

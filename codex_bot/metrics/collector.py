@@ -68,10 +68,11 @@ _STREAM_GAUGES: tuple[tuple[str, str, Callable[[StreamSnapshot], float | None]],
 
 @dataclass(frozen=True, slots=True)
 class Watched:
-    """A processor and the cached Redis figures of its group (None: not read from Redis)."""
+    """A processor and the cached Redis figures of its group: one per stream it reads (each
+    partition's, with partitions), none when they are not read from Redis."""
 
     processor: RedisStreamProcessor
-    figures: StreamFigures | None
+    figures: tuple[StreamFigures, ...]
 
 
 class BotCollector:
@@ -93,8 +94,8 @@ class BotCollector:
     def collect(self) -> Iterable[Metric]:
         """The current numbers (``prometheus_client.registry.Collector``)."""
         for item in self.watched:
-            if item.figures is not None:
-                item.figures.kick()
+            for figures in item.figures:
+                figures.kick()
         return list(self._families(samples=True))
 
     def _families(self, *, samples: bool) -> Iterator[Metric]:
@@ -111,20 +112,21 @@ class BotCollector:
             for item in watched:
                 counter.add_metric(_group_labels(item), read(item.processor))
             yield counter
-        snapshots = [(item, item.figures.snapshot) for item in watched if item.figures]
+        # labelled by the stream they were read from: a partitioned processor's per partition
+        snapshots = [(each, each.snapshot) for item in watched for each in item.figures]
         for name, doc, pick in _STREAM_GAUGES:
             gauge = GaugeMetricFamily(PREFIX + name, doc, labels=_GROUP)
-            for item, snapshot in snapshots:
+            for figures, snapshot in snapshots:
                 value = pick(snapshot)
                 if value is not None:
-                    gauge.add_metric(_group_labels(item), value)
+                    gauge.add_metric([figures.stream, figures.group], value)
             yield gauge
         dead = GaugeMetricFamily(
             PREFIX + "dead_letters", "Letters in the dead-letter stream.", labels=("stream",)
         )
-        for item, snapshot in snapshots:
+        for figures, snapshot in snapshots:
             if snapshot.dead_letters is not None:
-                dead.add_metric([item.processor.stream_name], snapshot.dead_letters)
+                dead.add_metric([figures.stream], snapshot.dead_letters)
         yield dead
         yield from self._telegram_families(samples)
 

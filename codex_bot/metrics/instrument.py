@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from typing import cast
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-from redis.asyncio import Redis
 
 from codex_bot.metrics.collector import BotCollector, Watched, numeric_stats
 from codex_bot.metrics.counts import EventCounts
 from codex_bot.metrics.streams import StreamFigures
+from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
 from codex_bot.redis.dispatcher import BotRedisDispatcher
+from codex_bot.redis.partitioning import partition_stream
 from codex_bot.redis.processor import RedisStreamProcessor
 from codex_bot.redis.storage import RedisStreamStorage
+from codex_bot.redis.types import AnyRedis
 
 _COLLECTORS: weakref.WeakKeyDictionary[CollectorRegistry, BotCollector] = (
     weakref.WeakKeyDictionary()
@@ -43,7 +44,7 @@ class BotMetrics:
 
     async def refresh(self) -> None:
         """Read stale Redis figures (pending, lag, dead letters) now; cached ones stay."""
-        figures = [item.figures for item in self._collector.watched if item.figures]
+        figures = [each for item in self._collector.watched for each in item.figures]
         await asyncio.gather(*(each.refresh() for each in figures))
 
     async def scrape(self) -> bytes:
@@ -58,7 +59,7 @@ def instrument(
     registry: CollectorRegistry | None = None,
     *,
     telegram: object | None = None,
-    redis: Redis | None = None,
+    redis: AnyRedis | None = None,
     refresh_interval: float = 5.0,
 ) -> BotMetrics:
     """Export ``processor``'s and ``dispatcher``'s numbers as ``codex_bot_*`` metrics.
@@ -67,7 +68,10 @@ def instrument(
     dead-lettered, and each handler's duration. From the processor, read at scrape time:
     entries in flight and parked, health, acknowledged and dead-lettered entries, Redis
     errors. From Redis, at most once per ``refresh_interval``: the group's pending count,
-    lag, oldest pending age, and the dead-letter stream's length.
+    lag, oldest pending age, and the dead-letter stream's length. A partitioned processor's
+    Redis figures are each partition's, labelled ``stream="{bot_events:p3}"`` (every
+    partition, whichever replica holds it); its other numbers are labelled with the
+    stream's name (``bot_events``).
 
     Call it from async code (the aiogram startup, your ``main()`` coroutine): Redis is read
     on the running loop. A scrape through ``codex_bot.health`` (or ``BotMetrics.scrape()``)
@@ -82,8 +86,9 @@ def instrument(
         registry: Where the metrics go; prometheus_client's default ``REGISTRY`` when None.
         telegram: An object with a ``stats`` attribute (the Telegram rate-limit middleware);
             each public number on it is exported as ``codex_bot_telegram_<name>_total``.
-        redis: The client to read the group's figures with; by default the processor's own
-            (a ``RedisStreamStorage``'s). Without either, those figures are not exported.
+        redis: The client to read the group's figures with (a ``Redis`` or a
+            ``RedisCluster``); by default the processor's own (a ``RedisStreamStorage``'s).
+            Without either, those figures are not exported.
         refresh_interval: Seconds the Redis figures are reused before Redis is asked again.
 
     Returns:
@@ -113,19 +118,23 @@ def instrument(
 
 
 def _figures(
-    processor: RedisStreamProcessor, redis: Redis | None, refresh_interval: float
-) -> StreamFigures | None:
+    processor: RedisStreamProcessor, redis: AnyRedis | None, refresh_interval: float
+) -> tuple[StreamFigures, ...]:
     if redis is None and isinstance(processor.storage, RedisStreamStorage):
-        redis = cast("Redis", processor.storage.redis)  # StreamFigures reads a cluster alike
+        redis = processor.storage.redis
     if redis is None:
-        return None
-    figures = StreamFigures(
-        redis,
-        processor.stream_name,
-        processor.group_name,
-        processor.dead_letter_stream,
-        max_age=refresh_interval,
+        return ()
+    if processor.partitions is None:
+        streams = [(processor.stream_name, processor.dead_letter_stream)]
+    else:
+        names = [partition_stream(processor.stream_name, i) for i in range(processor.partitions)]
+        streams = [(name, name + DEAD_LETTER_SUFFIX) for name in names]
+    found = tuple(
+        StreamFigures(redis, stream, processor.group_name, dead, max_age=refresh_interval)
+        for stream, dead in streams
     )
     with contextlib.suppress(RuntimeError):  # no loop yet: the first refresh() binds it
-        figures.bind(asyncio.get_running_loop())
-    return figures
+        loop = asyncio.get_running_loop()
+        for figures in found:
+            figures.bind(loop)
+    return found

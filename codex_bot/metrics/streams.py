@@ -15,15 +15,16 @@ import logging
 import time
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from codex_bot.ops import OpsError, StreamOps
+from codex_bot.redis.types import AnyRedis
 
 logger = logging.getLogger(__name__)
 
-_FAILED = (OpsError, RedisError, OSError, TimeoutError)
-"""What a refresh may run into: Redis down or slow, the stream or group not there (yet)."""
+_FAILED = (OpsError, RedisError, RedisClusterException, OSError, TimeoutError)
+"""What a refresh may run into: Redis down or slow (a cluster no node of which answers), the
+stream or group not there (yet)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,8 @@ class StreamFigures:
     """Cached figures of one stream and consumer group.
 
     Args:
-        redis: A client of the Redis that holds the stream.
-        stream: The stream.
+        redis: A client of the Redis (or the ``RedisCluster``) that holds the stream.
+        stream: The stream (with partitions: one partition's stream).
         group: The consumer group.
         dead_letter_stream: Its dead-letter stream.
         max_age: Seconds a refresh is reused before Redis is asked again.
@@ -60,7 +61,7 @@ class StreamFigures:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         stream: str,
         group: str,
         dead_letter_stream: str,

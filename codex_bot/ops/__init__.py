@@ -5,14 +5,17 @@ command of your own::
 
     from codex_bot.ops import DeadLetterFilter, StreamOps
 
-    ops = StreamOps(redis, "bot_events")
+    ops = StreamOps(redis, "bot_events")             # a Redis or a RedisCluster client
     stats = await ops.stats()
     result = await ops.replay(DeadLetterFilter(event_type="order.paid"))
+
+    ops = PartitionedOps(redis, "bot_events", partitions=8)   # every partition at once
 """
 
 from codex_bot.ops.admin import DEFAULT_ARQ_QUEUE, StreamOps
-from codex_bot.ops.dead import DeadLetters
+from codex_bot.ops.dead import DeadLetters, LetterSet, MergedDeadLetters
 from codex_bot.ops.errors import (
+    AmbiguousLetterError,
     GroupNotChosenError,
     GroupNotFoundError,
     OpsError,
@@ -24,6 +27,7 @@ from codex_bot.ops.models import (
     DeadLetterEntry,
     DeadLetterStats,
     GroupStats,
+    PartitionedStats,
     PendingEntry,
     PruneResult,
     ReasonCount,
@@ -33,9 +37,11 @@ from codex_bot.ops.models import (
     StreamInfo,
     StreamStats,
 )
+from codex_bot.ops.partitioned import PartitionedOps
 
 __all__ = [
     "DEFAULT_ARQ_QUEUE",
+    "AmbiguousLetterError",
     "ConsumerInfo",
     "DeadLetterEntry",
     "DeadLetterFilter",
@@ -44,7 +50,11 @@ __all__ = [
     "GroupNotChosenError",
     "GroupNotFoundError",
     "GroupStats",
+    "LetterSet",
+    "MergedDeadLetters",
     "OpsError",
+    "PartitionedOps",
+    "PartitionedStats",
     "PendingEntry",
     "PruneResult",
     "ReasonCount",

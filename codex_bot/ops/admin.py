@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from codex_bot.ops.dead import DeadLetters, ReplayCallback
-from codex_bot.ops.errors import GroupNotChosenError, GroupNotFoundError
+from codex_bot.ops.errors import GroupNotChosenError, GroupNotFoundError, StreamNotFoundError
 from codex_bot.ops.letters import DeadLetterFilter
 from codex_bot.ops.models import (
     DeadLetterEntry,
@@ -13,6 +11,7 @@ from codex_bot.ops.models import (
     PendingEntry,
     PruneResult,
     ReplayResult,
+    RetryQueueStats,
     StreamInfo,
     StreamStats,
 )
@@ -26,7 +25,9 @@ from codex_bot.ops.stats import (
     stream_info,
     xinfo_groups,
 )
+from codex_bot.redis.cluster import is_cluster
 from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
+from codex_bot.redis.types import AnyRedis
 
 DEFAULT_ARQ_QUEUE = "arq:queue"
 """arq's default queue, where ``ArqRetryScheduler`` enqueues unless told otherwise."""
@@ -37,12 +38,14 @@ REASON_SAMPLE = 10_000
 class StreamOps:
     """Operations on one stream of the bot: what ``codex-bot`` does, from Python.
 
-    Works with any ``redis.asyncio.Redis`` client (``decode_responses`` on or off, RESP2
-    or RESP3): entries are read undecoded, so fields that are not UTF-8 are copied byte
-    for byte.
+    Works with any ``redis.asyncio.Redis`` or ``RedisCluster`` client (``decode_responses``
+    on or off, RESP2 or RESP3): entries are read undecoded, so fields that are not UTF-8
+    are copied byte for byte. On a cluster every command goes to the stream's node; the
+    stream and its dead-letter stream must share a slot (a hash tag: ``{bot}:events``) for
+    letters to be replayed. ``PartitionedOps`` does the same over a partitioned stream.
 
     Args:
-        redis: A client of the Redis that holds the stream.
+        redis: A client of the Redis (or cluster) that holds the stream.
         stream: The stream, e.g. ``bot_events``.
         group: The consumer group; None means the stream's only group.
         dead_letter_stream: Its dead-letter stream; ``<stream>:dead`` when None.
@@ -57,7 +60,7 @@ class StreamOps:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: AnyRedis,
         stream: str,
         *,
         group: str | None = None,
@@ -113,7 +116,7 @@ class StreamOps:
             rows = [row for row in rows if show(row["name"]) == self.group]
             if not rows:
                 raise GroupNotFoundError(self.stream, self.group, await self.group_names())
-        now = await server_time_ms(self.redis)
+        now = await server_time_ms(self.redis, self.stream)
         return tuple(
             [await group_stats(self.redis, self.stream, row, now, info.last_id) for row in rows]
         )
@@ -121,14 +124,15 @@ class StreamOps:
     async def stats(
         self,
         *,
-        arq_redis: Redis | None = None,
+        arq_redis: AnyRedis | None = None,
         arq_queue: str | None = DEFAULT_ARQ_QUEUE,
         reason_sample: int = REASON_SAMPLE,
     ) -> StreamStats:
         """The stream, its groups, its dead letters and its retries waiting in arq.
 
         Args:
-            arq_redis: The Redis arq uses, when not the streams' one.
+            arq_redis: The Redis arq uses, when not the streams' one. arq has no cluster
+                support: on a cluster the retries are looked up only when this is given.
             arq_queue: arq's queue; None to skip the retries.
             reason_sample: Count dead-letter reasons over this many letters, newest first.
 
@@ -136,13 +140,52 @@ class StreamOps:
             StreamNotFoundError: the stream does not exist.
             GroupNotFoundError: the given group does not exist.
         """
-        info = await stream_info(self.redis, self.stream)
-        groups = await self._groups(info)
-        dead = await dead_letter_stats(self.redis, self.dead_letter_stream, sample=reason_sample)
         retries = None
-        if arq_queue is not None:
-            retries = await retry_queue_stats(arq_redis or self.redis, arq_queue, self.stream)
-        now = await server_time_ms(self.redis)
+        arq_redis = arq_redis or arq_redis_of(self.redis)
+        if arq_queue is not None and arq_redis is not None:
+            retries = await retry_queue_stats(arq_redis, arq_queue, self.stream)
+        return await self.stats_with(retries, reason_sample=reason_sample)
+
+    async def stats_with(
+        self,
+        retries: RetryQueueStats | None,
+        *,
+        reason_sample: int = REASON_SAMPLE,
+        reason_top: int | None = 5,
+        missing_ok: bool = False,
+    ) -> StreamStats:
+        """``stats()`` with the retries already counted (one pass over arq's queue serves
+        every partition).
+
+        Args:
+            retries: The stream's retries in arq's queue, or None.
+            reason_sample: Count dead-letter reasons over this many letters, newest first.
+            reason_top: Keep this many of the most common reasons; None keeps all.
+            missing_ok: A stream that does not exist, or lacks the given group, has no group
+                (a partition nothing was written to yet, or that no replica read yet)
+                rather than raising.
+
+        Raises:
+            StreamNotFoundError: the stream does not exist (unless ``missing_ok``).
+            GroupNotFoundError: the given group does not exist (unless ``missing_ok``).
+        """
+        groups: tuple[GroupStats, ...] = ()
+        try:
+            info = await stream_info(self.redis, self.stream)
+        except StreamNotFoundError:
+            if not missing_ok:
+                raise
+            info = StreamInfo(self.stream, 0, None, None)
+        else:
+            try:
+                groups = await self._groups(info)
+            except GroupNotFoundError:
+                if not missing_ok:
+                    raise
+        dead = await dead_letter_stats(
+            self.redis, self.dead_letter_stream, sample=reason_sample, top=reason_top
+        )
+        now = await server_time_ms(self.redis, self.stream)
         return StreamStats(info, groups, dead, retries, now)
 
     async def pending(
@@ -169,10 +212,13 @@ class StreamOps:
         Raises:
             StreamNotFoundError, GroupNotFoundError, GroupNotChosenError: see ``resolve_group``.
         """
-        group = await self.resolve_group()
+        return await self.prune_group(await self.resolve_group(), min_idle_ms)
+
+    async def prune_group(self, group: str, min_idle_ms: int) -> PruneResult:
+        """``prune_consumers`` in ``group``, which must exist."""
         removed: list[str] = []
         kept: list[str] = []
-        rows = await command(self.redis, "XINFO", "CONSUMERS", self.stream, group)
+        rows = await command(self.redis, "XINFO", "CONSUMERS", self.stream, group, key=self.stream)
         for row in rows:
             info = as_map(row)
             if int(info["idle"]) < min_idle_ms:
@@ -212,3 +258,9 @@ class StreamOps:
     ) -> int:
         """Delete the matching dead letters; returns how many were deleted."""
         return await self.dead.purge(where, limit=limit)
+
+
+def arq_redis_of(redis: AnyRedis) -> AnyRedis | None:
+    """The Redis to look for arq's queue on when none is given: the streams' own, unless it
+    is a cluster (arq cannot run on one)."""
+    return None if is_cluster(redis) else redis

@@ -12,11 +12,21 @@ class OpsError(CodexBotError):
 
 
 class StreamNotFoundError(OpsError):
-    """The stream does not exist (nothing was ever added to it, or it was deleted)."""
+    """The stream does not exist (nothing was ever added to it, or it was deleted).
 
-    def __init__(self, stream: str) -> None:
+    For a partitioned stream: none of its partitions exists.
+    """
+
+    def __init__(self, stream: str, partitions: Sequence[str] = ()) -> None:
         self.stream = stream
-        super().__init__(f"stream {stream!r} does not exist")
+        self.partitions = tuple(partitions)
+        if len(partitions) == 1:
+            super().__init__(f"stream {stream!r} has no partition: {partitions[0]} does not exist")
+        elif partitions:
+            names = f"{partitions[0]} to {partitions[-1]}"
+            super().__init__(f"stream {stream!r} has no partition: {names} do not exist")
+        else:
+            super().__init__(f"stream {stream!r} does not exist")
 
 
 class GroupNotFoundError(OpsError):
@@ -42,3 +52,13 @@ class GroupNotChosenError(OpsError):
         else:
             msg = f"stream {stream!r} has no consumer group"
         super().__init__(msg)
+
+
+class AmbiguousLetterError(OpsError):
+    """Letters with the same id are in several dead-letter streams (two partitions')."""
+
+    def __init__(self, letter_id: str, dead_streams: Sequence[str]) -> None:
+        self.letter_id = letter_id
+        self.dead_streams = tuple(dead_streams)
+        where = ", ".join(dead_streams)
+        super().__init__(f"dead letter {letter_id} is in several dead-letter streams ({where})")

@@ -122,6 +122,27 @@ class StreamStats:
 
 
 @dataclass(frozen=True, slots=True)
+class PartitionedStats:
+    """Everything ``codex-bot --partitions N stats`` shows: each partition, and all together.
+
+    Attributes:
+        stream: The partitioned stream's name (``bot_events``; its partitions are
+            ``{bot_events:p0}`` ...).
+        partitions: Each partition's stats, partition 0 first. A partition nothing was
+            written to yet has length 0, no group and no dead letters.
+        total: The partitions as one stream: lengths, lags, pending entries, dead letters and
+            retries summed (a lag is unknown if one partition's is), the oldest pending entry
+            and the ids at the ends over all partitions, consumers merged by name (their
+            pending entries summed, the shortest idle time), dead-letter reasons counted over
+            every partition's sample.
+    """
+
+    stream: str
+    partitions: tuple[StreamStats, ...]
+    total: StreamStats
+
+
+@dataclass(frozen=True, slots=True)
 class PendingEntry:
     """An entry a consumer read and has not acknowledged.
 
@@ -132,6 +153,7 @@ class PendingEntry:
         deliveries: How often it was delivered.
         event_type: Its ``type``; None when the entry is gone from the stream (deleted or
             trimmed while pending) or has no type.
+        stream: The stream it is pending in (with partitions: the partition's stream).
     """
 
     id: str
@@ -139,6 +161,7 @@ class PendingEntry:
     idle_ms: int
     deliveries: int
     event_type: str | None
+    stream: str
 
 
 @dataclass(frozen=True, slots=True)

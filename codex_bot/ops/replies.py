@@ -10,19 +10,31 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
 from codex_bot.ops.errors import OpsError, StreamNotFoundError
+from codex_bot.redis.cluster import route
+from codex_bot.redis.types import AnyRedis
 
 RAW: dict[str, Any] = {NEVER_DECODE: True}
 """Options of ``execute_command`` (also on a pipeline) that leave the reply undecoded."""
 
 
-async def command(redis: Redis, *args: Any, **options: Any) -> Any:
-    """Run a command and return its reply undecoded (bytes, not str)."""
-    return await redis.execute_command(*args, **RAW, **options)  # type: ignore[no-untyped-call]
+async def command(redis: AnyRedis, *args: Any, key: str | None = None, **options: Any) -> Any:
+    """Run a command and return its reply undecoded (bytes, not str).
+
+    Args:
+        redis: A client of one Redis, or of a cluster.
+        args: The command and its arguments.
+        key: On a cluster, the key whose node runs the command: a keyed command goes
+            straight there, and a key-less one (TIME) runs on the node of the stream it is
+            about rather than on an arbitrary node. Ignored on a single Redis.
+        options: More ``execute_command`` options.
+    """
+    routed = await route(redis, key)
+    execute: Any = redis.execute_command  # redis-py leaves it untyped
+    return await execute(*args, **RAW, **routed, **options)
 
 
 def show(value: bytes | str) -> str:
@@ -51,19 +63,28 @@ def id_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 
 
+def id_key(entry_id: str) -> tuple[int, int]:
+    """An entry id as ``(ms, seq)``, to compare ids in stream order."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def next_id(entry_id: str) -> str:
     """The smallest id after ``entry_id``: an inclusive XRANGE start that skips it."""
     ms, _, seq = entry_id.partition("-")
     return f"{ms}-{int(seq or 0) + 1}"
 
 
-async def server_time_ms(redis: Redis) -> int:
-    """Redis's clock, in ms since the epoch: ages are measured on the server's clock."""
-    seconds, micros = await command(redis, "TIME")
+async def server_time_ms(redis: AnyRedis, key: str | None = None) -> int:
+    """Redis's clock, in ms since the epoch: ages are measured on the server's clock.
+
+    On a cluster, the clock of ``key``'s node (the one that stamped the stream's ids).
+    """
+    seconds, micros = await command(redis, "TIME", key=key)
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-async def xinfo_stream(redis: Redis, stream: str) -> dict[str, Any]:
+async def xinfo_stream(redis: AnyRedis, stream: str) -> dict[str, Any]:
     """XINFO STREAM as a dict.
 
     Raises:
@@ -71,8 +92,10 @@ async def xinfo_stream(redis: Redis, stream: str) -> dict[str, Any]:
         OpsError: the key holds something else than a stream.
     """
     try:
-        return as_map(await command(redis, "XINFO", "STREAM", stream))
+        return as_map(await command(redis, "XINFO", "STREAM", stream, key=stream))
     except ResponseError as exc:
+        if str(exc).startswith(("MOVED", "ASK")):
+            raise  # a cluster node asked through a client of one Redis: the caller says so
         raise _stream_error(stream, exc) from exc
 
 

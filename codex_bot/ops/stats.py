@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from codex_bot.ops.errors import GroupNotFoundError, OpsError
@@ -23,12 +24,15 @@ from codex_bot.ops.replies import (
     as_map,
     command,
     entries,
+    id_key,
     id_ms,
     next_id,
     show,
     xinfo_stream,
 )
+from codex_bot.redis.cluster import route
 from codex_bot.redis.constants import DEAD_REASON_FIELD, TYPE_FIELD
+from codex_bot.redis.types import AnyRedis
 
 LAG_COUNT_LIMIT = 10_000
 """On Redis 6.2 (no ``lag`` in XINFO GROUPS) the undelivered entries are counted up to this."""
@@ -36,7 +40,7 @@ _PAGE = 1000
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
-async def stream_info(redis: Redis, stream: str) -> StreamInfo:
+async def stream_info(redis: AnyRedis, stream: str) -> StreamInfo:
     """Length and end ids of ``stream``.
 
     Raises:
@@ -55,20 +59,21 @@ def _entry_id(entry: Any) -> str | None:
     return show(entry[0]) if entry else None
 
 
-async def xinfo_groups(redis: Redis, stream: str) -> list[dict[str, Any]]:
+async def xinfo_groups(redis: AnyRedis, stream: str) -> list[dict[str, Any]]:
     """XINFO GROUPS of an existing stream, each group as a dict with ``str`` keys."""
-    return [as_map(group) for group in await command(redis, "XINFO", "GROUPS", stream)]
+    reply = await command(redis, "XINFO", "GROUPS", stream, key=stream)
+    return [as_map(group) for group in reply]
 
 
 async def group_stats(
-    redis: Redis, stream: str, group: dict[str, Any], now_ms: int, last_id: str | None
+    redis: AnyRedis, stream: str, group: dict[str, Any], now_ms: int, last_id: str | None
 ) -> GroupStats:
     """Lag, pending entries and consumers of one group (a row of ``xinfo_groups``)."""
     name = show(group["name"])
     last_delivered = show(group.get("last-delivered-id") or b"0-0")
     try:
-        summary = await command(redis, "XPENDING", stream, name)
-        consumers = await command(redis, "XINFO", "CONSUMERS", stream, name)
+        summary = await command(redis, "XPENDING", stream, name, key=stream)
+        consumers = await command(redis, "XINFO", "CONSUMERS", stream, name, key=stream)
     except ResponseError as exc:  # the group vanished between the two reads
         raise GroupNotFoundError(stream, name, ()) from exc
     oldest = show(summary["min"]) if summary.get("min") else None
@@ -90,13 +95,14 @@ def _consumer(row: dict[str, Any]) -> ConsumerInfo:
     return ConsumerInfo(show(row["name"]), int(row["pending"]), int(row["idle"]))
 
 
-async def _count_after(redis: Redis, stream: str, after: str, last_id: str | None) -> int | None:
+async def _count_after(redis: AnyRedis, stream: str, after: str, last_id: str | None) -> int | None:
     """Entries with an id above ``after``, up to ``LAG_COUNT_LIMIT`` (None beyond)."""
-    if last_id is None or _key(last_id) <= _key(after):
+    if last_id is None or id_key(last_id) <= id_key(after):
         return 0
     counted, start = 0, next_id(after)
     while counted <= LAG_COUNT_LIMIT:
-        page = entries(await command(redis, "XRANGE", stream, start, "+", "COUNT", _PAGE))
+        reply = await command(redis, "XRANGE", stream, start, "+", "COUNT", _PAGE, key=stream)
+        page = entries(reply)
         counted += len(page)
         if len(page) < _PAGE:
             return counted if counted <= LAG_COUNT_LIMIT else None
@@ -104,23 +110,19 @@ async def _count_after(redis: Redis, stream: str, after: str, last_id: str | Non
     return None
 
 
-def _key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 async def pending_entries(
-    redis: Redis, stream: str, group: str, count: int, consumer: str | None = None
+    redis: AnyRedis, stream: str, group: str, count: int, consumer: str | None = None
 ) -> tuple[PendingEntry, ...]:
     """Up to ``count`` pending entries of the group, oldest first, with their event type."""
     args: list[Any] = ["XPENDING", stream, group, "-", "+", count]
     if consumer is not None:
         args.append(consumer)
-    rows = await command(redis, *args, parse_detail=True)
+    rows = await command(redis, *args, key=stream, parse_detail=True)
+    routed = await route(redis, stream)
     async with redis.pipeline(transaction=False) as pipe:
         for row in rows:
             entry_id = show(row["message_id"])
-            pipe.execute_command("XRANGE", stream, entry_id, entry_id, "COUNT", 1, **RAW)
+            pipe.execute_command("XRANGE", stream, entry_id, entry_id, "COUNT", 1, **RAW, **routed)
         found = await pipe.execute()
     return tuple(
         PendingEntry(
@@ -129,6 +131,7 @@ async def pending_entries(
             idle_ms=int(row["time_since_delivered"]),
             deliveries=int(row["times_delivered"]),
             event_type=_type_of(reply),
+            stream=stream,
         )
         for row, reply in zip(rows, found, strict=True)
     )
@@ -142,22 +145,25 @@ def _type_of(reply: Any) -> str | None:
 
 
 async def dead_letter_stats(
-    redis: Redis, dead_stream: str, *, sample: int, top: int = 5
+    redis: AnyRedis, dead_stream: str, *, sample: int, top: int | None = 5
 ) -> DeadLetterStats:
     """Count the letters and their most common reasons over the newest ``sample`` letters."""
-    kind = show(await command(redis, "TYPE", dead_stream))
+    kind = show(await command(redis, "TYPE", dead_stream, key=dead_stream))
     if kind == "none":
         return DeadLetterStats(dead_stream, 0, (), 0)
     if kind != "stream":
         msg = f"key {dead_stream!r} is not a stream (it holds a {kind})"
         raise OpsError(msg)
-    count = int(await command(redis, "XLEN", dead_stream))
+    count = int(await command(redis, "XLEN", dead_stream, key=dead_stream))
     reasons: Counter[str] = Counter()
     sampled, end = 0, "+"
     reason_field = DEAD_REASON_FIELD.encode()
     while sampled < sample:
         size = min(_PAGE, sample - sampled)
-        page = entries(await command(redis, "XREVRANGE", dead_stream, end, "-", "COUNT", size))
+        reply = await command(
+            redis, "XREVRANGE", dead_stream, end, "-", "COUNT", size, key=dead_stream
+        )
+        page = entries(reply)
         reasons.update(show(fields.get(reason_field, b"")) for _, fields in page)
         sampled += len(page)
         if len(page) < size:
@@ -168,20 +174,41 @@ async def dead_letter_stats(
 
 
 async def retry_queue_stats(
-    arq_redis: Redis, queue: str, stream: str, job_prefix: str = "codex:retry"
+    arq_redis: AnyRedis, queue: str, stream: str, job_prefix: str = "codex:retry"
 ) -> RetryQueueStats:
     """Retry jobs of ``stream`` in arq's queue: ids ``<job_prefix>:<stream>:...``."""
-    kind = show(await command(arq_redis, "TYPE", queue))
+    return (await retries_by_stream(arq_redis, queue, [stream], job_prefix))[stream]
+
+
+async def retries_by_stream(
+    arq_redis: AnyRedis, queue: str, streams: Sequence[str], job_prefix: str = "codex:retry"
+) -> dict[str, RetryQueueStats]:
+    """Retry jobs of each of ``streams`` in arq's queue, in one pass over the queue.
+
+    Raises:
+        OpsError: the queue's key holds something else than a sorted set.
+    """
+    kind = show(await command(arq_redis, "TYPE", queue, key=queue))
     if kind not in ("zset", "none"):
         msg = f"arq queue {queue!r} is not a sorted set (it holds a {kind})"
         raise OpsError(msg)
-    pattern = f"{job_prefix}:{stream}:".translate(_GLOB_SPECIAL) + "*"
-    waiting, next_due, cursor = 0, None, 0
+    prefix = f"{job_prefix}:"
+    shared = os.path.commonprefix(list(streams))  # noqa: RUF071 - names, not paths: per character
+    pattern = (prefix + shared).translate(_GLOB_SPECIAL) + "*"
+    found: dict[str, list[int]] = {stream: [] for stream in streams}
+    cursor = 0
     while True:
-        cursor, page = await command(arq_redis, "ZSCAN", queue, cursor, "MATCH", pattern)
-        for _, score in page:
-            waiting += 1
-            due = int(score)
-            next_due = due if next_due is None else min(next_due, due)
+        cursor, page = await command(
+            arq_redis, "ZSCAN", queue, cursor, "MATCH", pattern, "COUNT", _PAGE, key=queue
+        )
+        for member, score in page:
+            job = show(member).removeprefix(prefix)
+            for stream, dues in found.items():
+                if job.startswith(stream + ":"):
+                    dues.append(int(score))
         if int(cursor) == 0:
-            return RetryQueueStats(queue, waiting, next_due)
+            break
+    return {
+        stream: RetryQueueStats(queue, len(dues), min(dues, default=None))
+        for stream, dues in found.items()
+    }

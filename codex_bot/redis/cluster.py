@@ -74,12 +74,14 @@ def note_user(redis: Any, what: str) -> None:
         )
 
 
-def node_of(redis: Any, key: str) -> dict[str, Any]:
+async def route(redis: Any, key: str | None) -> dict[str, Any]:
     """``execute_command`` options that route a command straight to ``key``'s node.
 
     Without them the cluster client asks a node ``COMMAND GETKEYS`` before every XREADGROUP
-    (its keys come after ``STREAMS``). On a plain client: no options.
+    (its keys come after ``STREAMS``). A fresh client loads the slot map first (once; later
+    calls return at once). On a plain client, or without a key: no options.
     """
-    if not is_cluster(redis):
+    if key is None or not is_cluster(redis):
         return {}
+    await redis.initialize()
     return {"target_nodes": redis.get_node_from_key(key)}

@@ -10,7 +10,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.client import NEVER_DECODE
 from redis.exceptions import ResponseError
 
-from codex_bot.redis.cluster import is_cluster, node_of
+from codex_bot.redis.cluster import is_cluster, route
 from codex_bot.redis.codec import entry_id_key, text
 from codex_bot.redis.ledger import LedgerEntry, RetryLedger
 from codex_bot.redis.letters import LUA_MAX_FIELDS, pack_letters, xadd_letters_lua
@@ -113,7 +113,7 @@ class RedisStreamStorage:
     async def _raw_command(self, *args: Any, key: str | None = None) -> Any:
         """A command with undecoded replies; on a cluster, sent straight to ``key``'s node."""
         if self._cluster and key is not None:
-            return await self._execute(*args, **node_of(self.redis, key), **_RAW)
+            return await self._execute(*args, **await route(self.redis, key), **_RAW)
         return await self._execute(*args, **_RAW)
 
     # -- the basic protocol ------------------------------------------------------------
