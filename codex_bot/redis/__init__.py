@@ -10,6 +10,7 @@ from codex_bot.redis.exceptions import (
     HandlerFailedError,
     HandlerFailure,
     MalformedEventError,
+    ReplicationError,
     RetrySchedulingError,
 )
 from codex_bot.redis.partitioning import default_ordering_key, partition_of, partition_stream
@@ -57,6 +58,7 @@ __all__ = [
     "RedisStreamProcessor",
     "RedisStreamStorage",
     "ReliableStreamStorageProtocol",
+    "ReplicationError",
     "RetryDecision",
     "RetryPolicy",
     "RetrySchedulerProtocol",

@@ -1,0 +1,280 @@
+"""``Push``: one producer call's XADDs in flight, the WAITs after them, what is left to retry.
+
+Without I/O: the async and the sync producer send what ``commands()`` lists in one pipeline
+and hand the replies to ``settle()``, until every event is written or the retries are spent.
+A WAIT confirms only the writes made before it on its own connection, so each node written
+to gets its WAIT right after its XADDs in that pipeline (one per Redis Cluster shard), and a
+write whose WAIT could not be read is written again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any, NamedTuple
+
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from codex_bot.redis.backoff import Backoff
+from codex_bot.redis.codec import text
+from codex_bot.redis.exceptions import ReplicationError
+
+logger = logging.getLogger("codex_bot.redis.producer")
+
+DEFAULT_WAIT_TIMEOUT_MS = 500
+"""A healthy replica confirms within a round trip (WAIT asks it at once); 500 ms leaves room
+for a loaded one and bounds what a request waits while no replica answers."""
+WAIT_MARGIN = 0.8
+"""Share of the client's socket_timeout a WAIT may block: beyond it the client gives up first,
+and the retry writes the events a second time."""
+
+_TRANSIENT = (
+    RedisConnectionError,  # also MasterNotFoundError, BusyLoadingError (LOADING)
+    RedisTimeoutError,
+    ReadOnlyError,  # a demoted primary
+    ClusterDownError,  # also MASTERDOWN
+    TryAgainError,
+    AskError,  # also MOVED: a slot moved or its master failed over
+    RedisClusterException,  # also a slot no master serves yet
+)
+"""What a failover looks like from a client: worth another attempt after a pause."""
+_FATAL = (AuthenticationError, AuthorizationError)
+ATTEMPT_ERRORS = (RedisError, RedisClusterException)
+"""What one attempt may raise: retried when transient, raised at once otherwise."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` may go away by itself (a failover, a restart, a moved slot)."""
+    return isinstance(error, _TRANSIENT) and not isinstance(error, _FATAL)
+
+
+@dataclass(frozen=True, slots=True)
+class PushPolicy:
+    """How a producer confirms its writes and how long it keeps trying.
+
+    Raises:
+        ValueError: A negative count, or a WAIT timeout below 1 ms (0 would block forever).
+    """
+
+    wait_replicas: int = 0
+    wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS
+    retries: int = 5
+    retry_backoff: float = 0.1
+    retry_backoff_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.wait_replicas < 0 or self.retries < 0:
+            msg = f"wait_replicas and retries must not be negative: {self}"
+            raise ValueError(msg)
+        if self.wait_timeout_ms < 1:
+            msg = f"wait_timeout_ms must be at least 1 (WAIT 0 blocks forever): {self}"
+            raise ValueError(msg)
+        if self.retry_backoff < 0 or self.retry_backoff_max < 0:
+            msg = f"retry_backoff and retry_backoff_max must not be negative: {self}"
+            raise ValueError(msg)
+
+    def check_socket_timeout(self, socket_timeout: float | None) -> None:
+        """Refuse a WAIT that could outlast the client's ``socket_timeout``.
+
+        Raises:
+            ValueError: ``wait_timeout_ms`` is above 80% of ``socket_timeout``.
+        """
+        if (
+            self.wait_replicas
+            and socket_timeout
+            and (self.wait_timeout_ms > socket_timeout * 1000 * WAIT_MARGIN)
+        ):
+            msg = (
+                f"wait_timeout_ms={self.wait_timeout_ms} must stay below 80% of the client's "
+                f"socket_timeout ({socket_timeout}s), or a WAIT that times out on the server "
+                "times the connection out first"
+            )
+            raise ValueError(msg)
+
+
+class Write(NamedTuple):
+    """One event's XADD: its place in the call, its stream and the command."""
+
+    position: int
+    stream: str
+    args: tuple[Any, ...]
+
+
+class Command(NamedTuple):
+    """One command of an attempt's pipeline."""
+
+    args: tuple[Any, ...]
+    node: Any
+    """The Redis Cluster node it must run on; None: wherever the client sends it."""
+    write: Write | None
+    """The write it is; None for a WAIT."""
+
+
+def xadd_command(
+    stream: str, fields: Mapping[str, str], maxlen: int | None, approximate: bool
+) -> tuple[Any, ...]:
+    """``XADD stream [MAXLEN [~] n] * field value ...`` as a command's arguments."""
+    trim: tuple[Any, ...] = ()
+    if maxlen is not None:
+        trim = ("MAXLEN", "~", maxlen) if approximate else ("MAXLEN", maxlen)
+    return ("XADD", stream, *trim, "*", *itertools.chain.from_iterable(fields.items()))
+
+
+class PushOutage:
+    """Whether a producer's pushes reach Redis; each outage is logged once as it starts and ends.
+
+    Args:
+        stream_name: The stream the log lines name.
+    """
+
+    def __init__(self, stream_name: str) -> None:
+        self.stream_name = stream_name
+        self.since: float | None = None
+
+    def failed(self, error: BaseException) -> None:
+        """An attempt failed and will be retried: log it if it starts an outage."""
+        if self.since is not None:
+            logger.debug("pushing to %s still fails: %r", self.stream_name, error)
+            return
+        self.since = time.monotonic()
+        logger.warning("pushing to %s failed, retrying with backoff: %r", self.stream_name, error)
+
+    def recovered(self) -> None:
+        """An attempt went through: end the outage, if there was one."""
+        if self.since is not None:
+            seconds, self.since = time.monotonic() - self.since, None
+            logger.warning("pushing to %s works again after %.1fs", self.stream_name, seconds)
+
+
+class Push:
+    """One ``add_event`` or ``add_events`` call, until its events are written or retries spent.
+
+    Args:
+        writes: The XADDs, in the caller's order.
+        policy: WAIT and retry settings.
+        outage: The producer's outage log.
+    """
+
+    def __init__(self, writes: Sequence[Write], policy: PushPolicy, outage: PushOutage) -> None:
+        self.policy = policy
+        self.outage = outage
+        self.pending = list(writes)
+        self.ids = [""] * len(writes)
+        self.attempts = 0
+        self.error: BaseException | None = None
+        """The last transient error, raised when the retries run out."""
+        self._backoff = Backoff(policy.retry_backoff_max, policy.retry_backoff)
+        self._short: dict[int, int] = {}
+        """Position of a write -> the replicas its WAIT confirmed, when fewer than wanted."""
+
+    @property
+    def retrying(self) -> bool:
+        """Whether an attempt failed before this one."""
+        return self.attempts > 1
+
+    def next_delay(self) -> float | None:
+        """Seconds to wait before the next attempt; None when none is left to make."""
+        if not self.pending or self.attempts > self.policy.retries:
+            return None
+        self.attempts += 1
+        return self._backoff.next_delay() if self.retrying else 0.0
+
+    def commands(self, node_of: Callable[[str], Any] | None = None) -> list[Command]:
+        """The pending XADDs grouped by the node they go to, each group followed by its WAIT.
+
+        Args:
+            node_of: ``stream -> node`` for a Redis Cluster client that WAITs; None sends
+                the commands wherever the client routes them.
+        """
+        groups: dict[str | None, list[Command]] = {}
+        for write in self.pending:
+            node = None if node_of is None else node_of(write.stream)
+            key = None if node is None else str(node.name)
+            groups.setdefault(key, []).append(Command(write.args, node, write))
+        if not self.policy.wait_replicas:
+            return [command for group in groups.values() for command in group]
+        wait = ("WAIT", self.policy.wait_replicas, self.policy.wait_timeout_ms)
+        return [
+            command
+            for group in groups.values()
+            for command in (*group, Command(wait, group[0].node, None))
+        ]
+
+    def settle(self, commands: Sequence[Command], replies: Sequence[Any]) -> None:
+        """Take one attempt's replies: the ids written, what their WAITs confirmed.
+
+        A write that failed transiently stays pending, and so does one whose WAIT failed (it
+        is written again). On one connection, once a write fails the later ones on the same
+        slot fail too, so the retried events keep their order within a stream.
+
+        Raises:
+            RedisError: A reply no retry can fix (a key of another type, out of memory...).
+        """
+        pending: list[Write] = []
+        landed: list[Write] = []
+        for command, reply in zip(commands, replies, strict=True):
+            failed = isinstance(reply, BaseException)
+            if failed:
+                if not is_transient(reply):
+                    raise reply
+                self.error = reply
+            if command.write is None:  # a WAIT: it speaks for the writes before it
+                if failed:
+                    pending += landed
+                elif int(reply) < self.policy.wait_replicas:
+                    self._short.update(dict.fromkeys((w.position for w in landed), int(reply)))
+                landed = []
+            elif failed:
+                pending.append(command.write)
+            else:
+                self.ids[command.write.position] = text(reply)
+                landed.append(command.write)
+        self.pending = sorted(pending, key=attrgetter("position"))
+        if self.pending and self.error is not None:
+            self.outage.failed(self.error)
+        else:
+            self.outage.recovered()
+
+    def failed(self, error: BaseException) -> None:
+        """The attempt failed as a whole: any of its writes may or may not have landed.
+
+        Raises:
+            BaseException: ``error`` itself, unless it is transient.
+        """
+        if not is_transient(error):
+            raise error
+        self.error = error
+        self.outage.failed(error)
+
+    def result(self) -> list[str]:
+        """The entry ids, in the caller's order.
+
+        Raises:
+            RedisError: The last transient error, when the retries ran out first.
+            ReplicationError: Fewer replicas than ``wait_replicas`` confirmed some writes.
+        """
+        if self.pending and self.error is not None:
+            raise self.error
+        if self._short:
+            raise ReplicationError(
+                min(self._short.values()),
+                self.policy.wait_replicas,
+                self.ids,
+                [self.ids[position] for position in sorted(self._short)],
+            )
+        return self.ids
