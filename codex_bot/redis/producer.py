@@ -29,7 +29,7 @@ from codex_bot.redis.partitioning import (
 from codex_bot.redis.push import (
     ATTEMPT_ERRORS,
     DEFAULT_WAIT_TIMEOUT_MS,
-    Command,
+    Group,
     Push,
     PushOutage,
     PushPolicy,
@@ -204,14 +204,18 @@ class StreamProducer(_ProducerBase):
             if delay:
                 await asyncio.sleep(delay)
             try:
-                commands = push.commands(await self._node_of(push.retrying))
-                push.settle(commands, await self._send(commands))
+                groups = push.commands(await self._node_of(push.retrying))
+                if len(groups) == 1:
+                    replies: list[list[Any] | BaseException] = [await self._send(groups[0])]
+                else:  # a pipeline per shard: one shard down leaves the others' replies whole
+                    replies = await asyncio.gather(*map(self._send, groups), return_exceptions=True)
+                push.settle(groups, replies)
             except ATTEMPT_ERRORS as error:
                 push.failed(error)
         return push.result()
 
     async def _node_of(self, refresh: bool) -> NodeOf | None:
-        if not self._targeted:
+        if not self.cluster:
             return None
         cluster = cast("redis.asyncio.RedisCluster", self.redis)
         await cluster.initialize()  # a no-op once done
@@ -219,18 +223,16 @@ class StreamProducer(_ProducerBase):
             await cluster.nodes_manager.initialize()
         return cluster.get_node_from_key
 
-    async def _send(self, commands: list[Command]) -> list[Any]:
-        if len(commands) == 1:
-            return [await self.redis.execute_command(*commands[0].args)]
+    async def _send(self, group: Group) -> list[Any]:
+        if len(group.commands) == 1:
+            return [await self.redis.execute_command(*group.commands[0].args)]
+        target = {"target_nodes": group.node} if self._targeted else {}
         async with self.redis.pipeline(transaction=False) as pipe:
-            for command in commands:
-                if command.node is None:
-                    pipe.execute_command(*command.args)
-                else:
-                    pipe.execute_command(*command.args, target_nodes=command.node)
+            for command in group.commands:
+                pipe.execute_command(*command.args, **target)
             if isinstance(pipe, AsyncClusterPipeline):
-                # A WAIT speaks only for its own connection: a redirected XADD runs on
-                # another one, so it fails here and is retried instead.
+                # A WAIT speaks only for its own connection: a redirected XADD would run on
+                # another one, so with a WAIT it fails here and is retried instead.
                 return await pipe.execute(
                     raise_on_error=False, allow_redirections=not self._targeted
                 )
@@ -300,14 +302,14 @@ class SyncStreamProducer(_ProducerBase):
             if delay:
                 time.sleep(delay)
             try:
-                commands = push.commands(self._node_of(push.retrying))
-                push.settle(commands, self._send(commands))
+                groups = push.commands(self._node_of(push.retrying))
+                push.settle(groups, [self._reply(group) for group in groups])
             except ATTEMPT_ERRORS as error:
                 push.failed(error)
         return push.result()
 
     def _node_of(self, refresh: bool) -> NodeOf | None:
-        if not self._targeted:
+        if not self.cluster:
             return None
         cluster = cast("redis.RedisCluster", self.redis)
         if refresh:  # the failure may have been a moved slot or a master failed over
@@ -315,22 +317,27 @@ class SyncStreamProducer(_ProducerBase):
             nodes.initialize()
         return cluster.get_node_from_key
 
-    def _send(self, commands: list[Command]) -> list[Any]:
-        if len(commands) == 1:
+    def _reply(self, group: Group) -> list[Any] | BaseException:
+        """The group's replies, or the error that failed it (one shard down, not all)."""
+        try:
+            return self._send(group)
+        except ATTEMPT_ERRORS as error:
+            return error
+
+    def _send(self, group: Group) -> list[Any]:
+        if len(group.commands) == 1:
             execute: Callable[..., Any] = self.redis.execute_command  # untyped in redis-py
-            return [execute(*commands[0].args)]
+            return [execute(*group.commands[0].args)]
+        target = {"target_nodes": group.node} if self._targeted else {}
         pipe: Any  # the sync ClusterPipeline is untyped in redis-py
         with self.redis.pipeline(transaction=False) as pipe:
-            for command in commands:
-                if command.node is None:
-                    pipe.execute_command(*command.args)
-                else:
-                    pipe.execute_command(*command.args, target_nodes=command.node)
+            for command in group.commands:
+                pipe.execute_command(*command.args, **target)
             if self._targeted:
                 # As in StreamProducer._send; execute() cannot turn redirections off here.
-                return list(
-                    pipe.send_cluster_commands(
-                        pipe.command_stack, raise_on_error=False, allow_redirections=False
-                    )
+                replies = pipe.send_cluster_commands(
+                    pipe.command_stack, raise_on_error=False, allow_redirections=False
                 )
-            return list(pipe.execute(raise_on_error=False))
+            else:
+                replies = pipe.execute(raise_on_error=False)
+            return list(replies)

@@ -1,9 +1,9 @@
 """``Push``: one producer call's XADDs in flight, the WAITs after them, what is left to retry.
 
-Without I/O: the async and the sync producer send what ``commands()`` lists in one pipeline
-and hand the replies to ``settle()``, until every event is written or the retries are spent.
-A WAIT confirms only the writes made before it on its own connection, so each node written
-to gets its WAIT right after its XADDs in that pipeline (one per Redis Cluster shard), and a
+Without I/O: the async and the sync producer send each group ``commands()`` lists in one
+pipeline (a group per Redis Cluster shard, one for any other client) and hand the replies to
+``settle()``, until every event is written or the retries are spent. A WAIT confirms only
+the writes made before it on its own connection, so each group ends with its WAIT, and a
 write whose WAIT could not be read is written again.
 """
 
@@ -119,10 +119,16 @@ class Command(NamedTuple):
     """One command of an attempt's pipeline."""
 
     args: tuple[Any, ...]
-    node: Any
-    """The Redis Cluster node it must run on; None: wherever the client sends it."""
     write: Write | None
     """The write it is; None for a WAIT."""
+
+
+class Group(NamedTuple):
+    """The commands of an attempt that go to one node, on one connection."""
+
+    node: Any
+    """The Redis Cluster node of their streams; None with any other client."""
+    commands: list[Command]
 
 
 def xadd_command(
@@ -194,29 +200,27 @@ class Push:
         self.attempts += 1
         return self._backoff.next_delay() if self.retrying else 0.0
 
-    def commands(self, node_of: Callable[[str], Any] | None = None) -> list[Command]:
-        """The pending XADDs grouped by the node they go to, each group followed by its WAIT.
+    def commands(self, node_of: Callable[[str], Any] | None = None) -> list[Group]:
+        """The pending XADDs grouped by the node they go to, each group ending with its WAIT.
 
         Args:
-            node_of: ``stream -> node`` for a Redis Cluster client that WAITs; None sends
-                the commands wherever the client routes them.
+            node_of: ``stream -> node`` for a Redis Cluster client; None: one group.
         """
-        groups: dict[str | None, list[Command]] = {}
+        groups: dict[str | None, Group] = {}
         for write in self.pending:
             node = None if node_of is None else node_of(write.stream)
             key = None if node is None else str(node.name)
-            groups.setdefault(key, []).append(Command(write.args, node, write))
-        if not self.policy.wait_replicas:
-            return [command for group in groups.values() for command in group]
-        wait = ("WAIT", self.policy.wait_replicas, self.policy.wait_timeout_ms)
-        return [
-            command
-            for group in groups.values()
-            for command in (*group, Command(wait, group[0].node, None))
-        ]
+            groups.setdefault(key, Group(node, [])).commands.append(Command(write.args, write))
+        if self.policy.wait_replicas:
+            wait = ("WAIT", self.policy.wait_replicas, self.policy.wait_timeout_ms)
+            for group in groups.values():
+                group.commands.append(Command(wait, None))
+        return list(groups.values())
 
-    def settle(self, commands: Sequence[Command], replies: Sequence[Any]) -> None:
-        """Take one attempt's replies: the ids written, what their WAITs confirmed.
+    def settle(
+        self, groups: Sequence[Group], replies: Sequence[Sequence[Any] | BaseException]
+    ) -> None:
+        """Take one attempt's replies, a list per group or the error that failed the group.
 
         A write that failed transiently stays pending, and so does one whose WAIT failed (it
         is written again). On one connection, once a write fails the later ones on the same
@@ -226,29 +230,37 @@ class Push:
             RedisError: A reply no retry can fix (a key of another type, out of memory...).
         """
         pending: list[Write] = []
-        landed: list[Write] = []
-        for command, reply in zip(commands, replies, strict=True):
-            failed = isinstance(reply, BaseException)
-            if failed:
-                if not is_transient(reply):
-                    raise reply
-                self.error = reply
-            if command.write is None:  # a WAIT: it speaks for the writes before it
-                if failed:
-                    pending += landed
-                elif int(reply) < self.policy.wait_replicas:
-                    self._short.update(dict.fromkeys((w.position for w in landed), int(reply)))
-                landed = []
-            elif failed:
-                pending.append(command.write)
+        for group, reply in zip(groups, replies, strict=True):
+            if isinstance(reply, BaseException):
+                self._failed(reply)
+                pending += (command.write for command in group.commands if command.write)
             else:
-                self.ids[command.write.position] = text(reply)
-                landed.append(command.write)
+                pending += self._settle_group(group.commands, reply)
         self.pending = sorted(pending, key=attrgetter("position"))
         if self.pending and self.error is not None:
             self.outage.failed(self.error)
         else:
             self.outage.recovered()
+
+    def _settle_group(self, commands: Sequence[Command], replies: Sequence[Any]) -> list[Write]:
+        """The writes of one group left pending; records ids and short confirmations."""
+        pending: list[Write] = []
+        landed: list[Write] = []
+        for command, reply in zip(commands, replies, strict=True):
+            failed = isinstance(reply, BaseException)
+            if failed:
+                self._failed(reply)
+            if command.write is None:  # a WAIT: it speaks for the writes before it
+                if failed:
+                    pending += landed
+                elif int(reply) < self.policy.wait_replicas:
+                    self._short.update(dict.fromkeys((w.position for w in landed), int(reply)))
+            elif failed:
+                pending.append(command.write)
+            else:
+                self.ids[command.write.position] = text(reply)
+                landed.append(command.write)
+        return pending
 
     def failed(self, error: BaseException) -> None:
         """The attempt failed as a whole: any of its writes may or may not have landed.
@@ -256,10 +268,13 @@ class Push:
         Raises:
             BaseException: ``error`` itself, unless it is transient.
         """
+        self._failed(error)
+        self.outage.failed(error)
+
+    def _failed(self, error: BaseException) -> None:
         if not is_transient(error):
             raise error
         self.error = error
-        self.outage.failed(error)
 
     def result(self) -> list[str]:
         """The entry ids, in the caller's order.
