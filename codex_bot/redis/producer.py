@@ -59,13 +59,8 @@ class _ProducerBase:
             raise ValueError(msg)
         if partitions is not None:
             check_partitioned_name(stream_name, partitions)
-        self.cluster = isinstance(client, redis.asyncio.RedisCluster | redis.RedisCluster)
-        kwargs = (
-            client.get_connection_kwargs()
-            if self.cluster
-            else client.connection_pool.connection_kwargs
-        )
-        policy.check_socket_timeout(kwargs.get("socket_timeout"))
+        self._cluster = isinstance(client, redis.asyncio.RedisCluster | redis.RedisCluster)
+        policy.check_socket_timeout(_socket_timeout(client, self._cluster))
         self.stream_name = stream_name
         self.maxlen = maxlen
         self.approximate = approximate
@@ -101,7 +96,16 @@ class _ProducerBase:
     @property
     def _targeted(self) -> bool:
         """Whether each XADD and its WAIT go to a node named here (a cluster client WAITs)."""
-        return self.cluster and bool(self.policy.wait_replicas)
+        return self._cluster and bool(self.policy.wait_replicas)
+
+
+def _socket_timeout(client: Any, cluster: bool) -> float | None:
+    if cluster:
+        kwargs = client.get_connection_kwargs()
+    else:
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    timeout = kwargs.get("socket_timeout")
+    return float(timeout) if timeout else None
 
 
 class StreamProducer(_ProducerBase):
@@ -204,7 +208,8 @@ class StreamProducer(_ProducerBase):
             if delay:
                 await asyncio.sleep(delay)
             try:
-                groups = push.commands(await self._node_of(push.retrying))
+                node_of = await self._node_of(push.retrying) if self._cluster else None
+                groups = push.commands(node_of)
                 if len(groups) == 1:
                     replies: list[list[Any] | BaseException] = [await self._send(groups[0])]
                 else:  # a pipeline per shard: one shard down leaves the others' replies whole
@@ -214,9 +219,7 @@ class StreamProducer(_ProducerBase):
                 push.failed(error)
         return push.result()
 
-    async def _node_of(self, refresh: bool) -> NodeOf | None:
-        if not self.cluster:
-            return None
+    async def _node_of(self, refresh: bool) -> NodeOf:
         cluster = cast("redis.asyncio.RedisCluster", self.redis)
         await cluster.initialize()  # a no-op once done
         if refresh:  # the failure may have been a moved slot or a master failed over
@@ -302,15 +305,13 @@ class SyncStreamProducer(_ProducerBase):
             if delay:
                 time.sleep(delay)
             try:
-                groups = push.commands(self._node_of(push.retrying))
+                groups = push.commands(self._node_of(push.retrying) if self._cluster else None)
                 push.settle(groups, [self._reply(group) for group in groups])
             except ATTEMPT_ERRORS as error:
                 push.failed(error)
         return push.result()
 
-    def _node_of(self, refresh: bool) -> NodeOf | None:
-        if not self.cluster:
-            return None
+    def _node_of(self, refresh: bool) -> NodeOf:
         cluster = cast("redis.RedisCluster", self.redis)
         if refresh:  # the failure may have been a moved slot or a master failed over
             nodes: Any = cluster.nodes_manager  # redis-py leaves the sync cluster untyped

@@ -184,7 +184,7 @@ class Push:
         self.attempts = 0
         self.error: BaseException | None = None
         """The last transient error, raised when the retries run out."""
-        self._backoff = Backoff(policy.retry_backoff_max, policy.retry_backoff)
+        self._backoff: Backoff | None = None
         self._short: dict[int, int] = {}
         """Position of a write -> the replicas its WAIT confirmed, when fewer than wanted."""
 
@@ -198,7 +198,11 @@ class Push:
         if not self.pending or self.attempts > self.policy.retries:
             return None
         self.attempts += 1
-        return self._backoff.next_delay() if self.retrying else 0.0
+        if not self.retrying:
+            return 0.0
+        if self._backoff is None:
+            self._backoff = Backoff(self.policy.retry_backoff_max, self.policy.retry_backoff)
+        return self._backoff.next_delay()
 
     def commands(self, node_of: Callable[[str], Any] | None = None) -> list[Group]:
         """The pending XADDs grouped by the node they go to, each group ending with its WAIT.
