@@ -260,3 +260,15 @@ async def test_a_permanent_error_is_not_retried(redis, stream):
         await asyncio.wait_for(producer.add_events(EVENTS), timeout=5)
     with pytest.raises(ResponseError, match="WRONGTYPE"):
         await asyncio.wait_for(producer.add_event("x", {}), timeout=5)
+
+
+async def test_noreplicas_is_retried_until_the_primary_takes_writes_again(redis, stream, caplog):
+    await redis.config_set("min-replicas-to-write", 1)  # and no replica: NOREPLICAS
+    try:
+        producer = StreamProducer(redis, stream, retries=50, retry_backoff=0.01)
+        push = asyncio.create_task(producer.add_event("x", {}))
+        await wait_for(lambda: "NOREPLICAS" in caplog.text, message="a refused attempt")
+    finally:
+        await redis.config_set("min-replicas-to-write", 0)
+    entry_id = await push
+    assert [stored for stored, _ in await redis.xrange(stream)] == [entry_id]

@@ -134,7 +134,8 @@ class StreamProducer(_ProducerBase):
             round trip) and bounds a request's wait while none answers. It must stay below
             80% of the client's ``socket_timeout``.
         retries: Attempts after the first when Redis cannot be reached, times out, is loading,
-            has no primary yet, answers READONLY (a demoted primary) or moved a slot.
+            has no primary yet, answers READONLY (a demoted primary) or NOREPLICAS, or moved
+            a slot.
         retry_backoff: Seconds before the first retry; each next wait doubles...
         retry_backoff_max: ...up to this. With the defaults the waits add up to 2.5 s, plus
             6 attempts, each bounded by the client's ``socket_connect_timeout`` and

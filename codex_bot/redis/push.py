@@ -25,6 +25,7 @@ from redis.exceptions import (
     ReadOnlyError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -60,6 +61,8 @@ ATTEMPT_ERRORS = (RedisError, RedisClusterException)
 
 def is_transient(error: BaseException) -> bool:
     """Whether ``error`` may go away by itself (a failover, a restart, a moved slot)."""
+    if isinstance(error, ResponseError) and str(error).startswith("NOREPLICAS"):
+        return True  # min-replicas-to-write: a primary cut off from its replicas, until demoted
     return isinstance(error, _TRANSIENT) and not isinstance(error, _FATAL)
 
 
