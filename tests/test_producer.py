@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 import redis as sync_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-from codex_bot.redis import StreamProducer, SyncStreamProducer
+from codex_bot.redis import ReplicationError, StreamProducer, SyncStreamProducer
 from codex_bot.redis.codec import decode_fields
+from tests.conftest import wait_for
 
 EVENTS = [("order.paid", {"chat_id": i, "items": [{"sku": "A", "qty": i}]}) for i in range(20)]
 
@@ -138,3 +143,132 @@ def test_producer_import_loads_neither_aiogram_nor_arq():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
     )
     assert result.stdout.strip() == ""
+
+
+async def _wait_calls(redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
+
+
+async def test_no_wait_replicas_sends_no_wait(redis, stream):
+    producer = StreamProducer(redis, stream)
+    await producer.add_event("x", {})
+    await producer.add_events(EVENTS)
+    assert await _wait_calls(redis) == 0
+
+
+async def test_wait_replicas_raises_when_no_replica_confirms(redis_server, make_client, stream):
+    observer = make_client(redis_server.url)
+    client = make_client(redis_server.url, decode_responses=True)
+    await client.ping()
+    producer = StreamProducer(client, stream, wait_replicas=1, wait_timeout_ms=50)
+    await _server_reads(observer)
+    before, waits = await _server_reads(observer), await _wait_calls(observer)
+
+    with pytest.raises(ReplicationError) as caught:
+        await producer.add_events(EVENTS)
+
+    # the XADDs and one WAIT after them went in one request
+    assert await _server_reads(observer) - before - 2 <= 2  # less the two INFO reads
+    assert await _wait_calls(observer) == waits + 1
+    error = caught.value
+    assert (error.confirmed, error.wanted) == (0, 1)
+    stored = [entry_id for entry_id, _ in await client.xrange(stream)]
+    assert list(error.entry_ids) == list(error.unconfirmed_ids) == stored  # written all the same
+    assert "0 of 1 replica(s) confirmed 20 of 20 event(s)" in str(error)
+    with pytest.raises(ReplicationError) as single:
+        await producer.add_event("x", {"chat_id": 1})
+    assert single.value.entry_ids == (await client.xrevrange(stream, count=1))[0][:1]
+
+
+def test_sync_wait_replicas_raises_when_no_replica_confirms(sync_client, stream):
+    producer = SyncStreamProducer(sync_client, stream, wait_replicas=1, wait_timeout_ms=50)
+    with pytest.raises(ReplicationError) as caught:
+        producer.add_events(EVENTS[:3])
+    assert [entry_id for entry_id, _ in sync_client.xrange(stream)] == list(caught.value.entry_ids)
+    with pytest.raises(ReplicationError):
+        producer.add_event("x", {})
+    assert sync_client.xlen(stream) == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"wait_replicas": -1}, "must not be negative"),
+        ({"retries": -1}, "must not be negative"),
+        ({"retry_backoff": -0.1}, "must not be negative"),
+        ({"wait_replicas": 1, "wait_timeout_ms": 0}, "blocks forever"),
+    ],
+)
+def test_bad_push_options_are_refused(redis, options, match):
+    with pytest.raises(ValueError, match=match):
+        StreamProducer(redis, **options)
+
+
+async def test_a_wait_that_would_outlast_the_socket_timeout_is_refused(redis_server, make_client):
+    client = make_client(redis_server.url, socket_timeout=1)
+    with pytest.raises(ValueError, match="socket_timeout"):
+        StreamProducer(client, wait_replicas=1, wait_timeout_ms=900)
+    StreamProducer(client, wait_replicas=1, wait_timeout_ms=800)
+    StreamProducer(client, wait_timeout_ms=5000)  # no WAIT, no limit
+
+
+async def test_a_push_rides_out_a_redis_restart(fresh_server, make_client, stream, caplog):
+    client = make_client(fresh_server.url, decode_responses=True)
+    producer = StreamProducer(client, stream, retries=50, retry_backoff=0.01, retry_backoff_max=0.1)
+    await producer.add_event("before", {})
+    fresh_server.stop()
+
+    push = asyncio.create_task(producer.add_events([("during", {"n": 1}), ("during", {"n": 2})]))
+    await wait_for(lambda: "retrying with backoff" in caplog.text, message="a failed attempt")
+    assert not push.done()
+    fresh_server.start()
+    ids = await push
+
+    assert [entry_id for entry_id, _ in await client.xrange(stream)] == ids  # started empty
+    assert "works again after" in caplog.text
+
+
+async def test_retries_are_bounded(fresh_server, make_client, stream, caplog):
+    client = make_client(fresh_server.url)
+    producer = StreamProducer(client, stream, retries=3, retry_backoff=0.02, retry_backoff_max=0.04)
+    fresh_server.stop()
+    started = time.monotonic()
+    with pytest.raises(RedisConnectionError):
+        await producer.add_event("x", {})
+    assert 0.02 + 0.04 + 0.04 <= time.monotonic() - started < 5
+    assert caplog.text.count("retrying with backoff") == 1  # an outage is logged once
+
+
+def test_sync_retries_are_bounded(fresh_server, stream):
+    client = sync_redis.Redis.from_url(fresh_server.url)
+    try:
+        producer = SyncStreamProducer(client, stream, retries=2, retry_backoff=0.01)
+        fresh_server.stop()
+        with pytest.raises(RedisConnectionError):
+            producer.add_events(EVENTS)
+        fresh_server.start()
+        assert len(producer.add_events(EVENTS)) == len(EVENTS)
+    finally:
+        client.close()
+
+
+async def test_a_permanent_error_is_not_retried(redis, stream):
+    await redis.set(stream, "not a stream")
+    producer = StreamProducer(redis, stream, retries=5, retry_backoff=10)
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await asyncio.wait_for(producer.add_events(EVENTS), timeout=5)
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await asyncio.wait_for(producer.add_event("x", {}), timeout=5)
+
+
+async def test_noreplicas_is_retried_until_the_primary_takes_writes_again(redis, stream, caplog):
+    await redis.config_set("min-replicas-to-write", 1)  # and no replica: NOREPLICAS
+    try:
+        producer = StreamProducer(redis, stream, retries=50, retry_backoff=0.01)
+        push = asyncio.create_task(producer.add_event("x", {}))
+        await wait_for(lambda: "NOREPLICAS" in caplog.text, message="a refused attempt")
+    finally:
+        await redis.config_set("min-replicas-to-write", 0)
+    entry_id = await push
+    assert [stored for stored, _ in await redis.xrange(stream)] == [entry_id]

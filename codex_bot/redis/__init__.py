@@ -11,6 +11,7 @@ from codex_bot.redis.exceptions import (
     HandlerFailedError,
     HandlerFailure,
     MalformedEventError,
+    ReplicationError,
     RetrySchedulingError,
 )
 from codex_bot.redis.partitioning import default_ordering_key, partition_of, partition_stream
@@ -60,6 +61,7 @@ __all__ = [
     "RedisStreamProcessor",
     "RedisStreamStorage",
     "ReliableStreamStorageProtocol",
+    "ReplicationError",
     "RetryDecision",
     "RetryPolicy",
     "RetrySchedulerProtocol",

@@ -19,25 +19,31 @@ _UNREACHABLE = (OSError, RedisConnectionError, RedisTimeoutError)
 
 
 class Backoff:
-    """Waits that double from ``MIN_BACKOFF`` up to ``maximum``; ``reset()`` after a success.
+    """Waits that double from ``first`` up to ``maximum``; ``reset()`` after a success.
 
     Args:
         maximum: The longest wait, in seconds.
+        first: The first wait, in seconds.
     """
 
-    def __init__(self, maximum: float) -> None:
-        self.maximum = max(maximum, MIN_BACKOFF)
-        self._delay = MIN_BACKOFF
+    def __init__(self, maximum: float, first: float = MIN_BACKOFF) -> None:
+        self.first = first
+        self.maximum = max(maximum, first)
+        self._delay = first
 
     def reset(self) -> None:
         """Start again from the shortest wait."""
-        self._delay = MIN_BACKOFF
+        self._delay = self.first
+
+    def next_delay(self) -> float:
+        """The current delay, doubled for the next failure (for callers that sleep themselves)."""
+        delay = self._delay
+        self._delay = min(delay * 2, self.maximum)
+        return delay
 
     async def sleep(self) -> None:
         """Wait the current delay, then double it for the next failure."""
-        delay = self._delay
-        self._delay = min(delay * 2, self.maximum)
-        await asyncio.sleep(delay)
+        await asyncio.sleep(self.next_delay())
 
 
 class Outage:

@@ -8,6 +8,7 @@ The tree::
     ├── HandlerFailedError        handlers failed and nothing took over the retry
     ├── RetrySchedulingError      the retry scheduler refused or could not be reached
     ├── LeaseLostError            another replica holds a partition this one read
+    ├── ReplicationError          fewer replicas confirmed a pushed event than asked for
     └── SlotMismatchError         keys one script touches are in different cluster slots
                                   (``codex_bot.redis.cluster``; also a ValueError)
 """
@@ -108,3 +109,39 @@ class LeaseLostError(CodexBotError):
     (a long pause, a network split). Nothing is read or acknowledged then: the entries still
     in flight here stay pending, and the partition's new owner handles them again, in order.
     """
+
+
+class ReplicationError(CodexBotError):
+    """Fewer replicas confirmed a push than ``wait_replicas`` asked for before the WAIT timed out.
+
+    Raised by ``StreamProducer`` and ``SyncStreamProducer`` after the events were written:
+    every id in ``entry_ids`` exists on the primary, but those in ``unconfirmed_ids`` may or
+    may not survive a failover (a replica promoted before it copied them never has them).
+    Push them again to be sure (the bot then sees an event twice if the first copy survived,
+    so handlers dedupe by an id the backend puts in the payload), or answer the request with
+    an error and let its sender retry.
+
+    Attributes:
+        confirmed: The fewest replicas that confirmed a WAIT of this push.
+        wanted: ``wait_replicas``.
+        entry_ids: The ids of every event pushed, in the order they were given.
+        unconfirmed_ids: The ids too few replicas confirmed (all of them unless the events
+            went to several Redis Cluster shards and only some shards fell short).
+    """
+
+    def __init__(
+        self,
+        confirmed: int,
+        wanted: int,
+        entry_ids: Sequence[str],
+        unconfirmed_ids: Sequence[str] | None = None,
+    ) -> None:
+        self.confirmed = confirmed
+        self.wanted = wanted
+        self.entry_ids = tuple(entry_ids)
+        self.unconfirmed_ids = self.entry_ids if unconfirmed_ids is None else tuple(unconfirmed_ids)
+        super().__init__(
+            f"{confirmed} of {wanted} replica(s) confirmed {len(self.unconfirmed_ids)} of "
+            f"{len(self.entry_ids)} event(s) before the WAIT timed out; they are on the "
+            "primary but may not survive a failover"
+        )
