@@ -181,13 +181,15 @@ async def blocked_day(
     producer = StreamProducer(redis, stream, partitions=partitions)
     names = [stream] if partitions is None else list(map(_partition(stream), range(partitions)))
     options: dict[str, Any] = {} if partitions is None else {"partitions": partitions}
-    async with consuming(redis, stream, bot, **options):
+    async with consuming(redis, stream, bot, **options) as processor:
         await producer.add_events([("order.paid", {"chat_id": chat}) for chat in chats])
         await producer.add_events([("report.ready", {"chat_id": 100 + n}) for n in range(stuck)])
         for n, fields in enumerate(extra):
             await redis.xadd(names[n % len(names)], fields)
         letters = len(chats) + len(extra)
         await wait_for(lambda: _letters_are(redis, names, letters), message="the dead letters")
+        # written and acknowledged: a stop now would not leave one pending
+        await wait_for(lambda: processor.stats.dead_lettered == letters, message="the ACKs")
         await wait_for(lambda: bot.count("build") == stuck, message="stuck handlers")
     return bot
 

@@ -49,6 +49,13 @@ def filter_options(func: F) -> F:
     return func
 
 
+def change_options(func: F) -> F:
+    """Add the filters, ``--limit`` and ``--yes``: the options of a command that changes letters."""
+    func = click.option("--yes", is_flag=True, help="Do not ask for confirmation.")(func)
+    func = click.option("--limit", type=click.IntRange(1), help="At most this many letters.")(func)
+    return filter_options(func)
+
+
 def filter_of(options: dict[str, Any]) -> DeadLetterFilter:
     """Take the filter options out of a command's keyword arguments."""
     return DeadLetterFilter(
@@ -164,13 +171,11 @@ def show(letter_id: str, **options: Any) -> None:
 
 @dead.command()
 @target_options
-@filter_options
-@click.option("--limit", type=click.IntRange(1), help="At most this many letters.")
+@change_options
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed; change nothing.")
 @click.option(
     "--rate", type=click.FloatRange(0, min_open=True), help="At most N letters per second."
 )
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def replay(limit: int | None, dry_run: bool, rate: float | None, yes: bool, **options: Any) -> None:
     """Put dead letters back on their stream, for the handler that failed.
 
@@ -263,9 +268,7 @@ def _echo_replayed(done: ReplayedLetter) -> None:
 
 @dead.command()
 @target_options
-@filter_options
-@click.option("--limit", type=click.IntRange(1), help="At most this many letters.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@change_options
 def purge(limit: int | None, yes: bool, **options: Any) -> None:
     """Delete dead letters for good."""
     target, where = target_of(options), filter_of(options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -55,24 +56,27 @@ def parse_time(text: str, now_ms: int | None = None) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def duration_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """An option callback: ``parse_duration``, or a usage error naming the option."""
-    if value is None:
-        return None
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
+OptionCallback = Callable[[click.Context, click.Parameter, str | None], int | None]
 
 
-def time_option(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """An option callback: ``parse_time``, or a usage error naming the option."""
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
+def _option(parse: Callable[[str], int]) -> OptionCallback:
+    """An option callback: ``parse``, or a usage error naming the option."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return callback
+
+
+duration_option = _option(parse_duration)
+"""An option callback: ``parse_duration``, or a usage error naming the option."""
+time_option = _option(parse_time)
+"""An option callback: ``parse_time``, or a usage error naming the option."""
 
 
 def secrets_of(url: str) -> list[str]:

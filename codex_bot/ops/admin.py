@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from codex_bot.ops.dead import DeadLetters, ReplayCallback
+from typing import TypedDict
+
+from codex_bot.ops.dead import DeadLetterOps, DeadLetters
 from codex_bot.ops.errors import GroupNotChosenError, GroupNotFoundError, StreamNotFoundError
-from codex_bot.ops.letters import DeadLetterFilter
 from codex_bot.ops.models import (
-    DeadLetterEntry,
     GroupStats,
     PendingEntry,
     PruneResult,
-    ReplayResult,
     RetryQueueStats,
     StreamInfo,
     StreamStats,
@@ -35,7 +34,15 @@ REASON_SAMPLE = 10_000
 """``stats`` counts dead-letter reasons over at most this many letters, newest first."""
 
 
-class StreamOps:
+class StatsOptions(TypedDict, total=False):
+    """The keyword arguments of ``stats``, as ``StreamOps.stats`` documents them."""
+
+    arq_redis: AnyRedis | None
+    arq_queue: str | None
+    reason_sample: int
+
+
+class StreamOps(DeadLetterOps):
     """Operations on one stream of the bot: what ``codex-bot`` does, from Python.
 
     Works with any ``redis.asyncio.Redis`` or ``RedisCluster`` client (``decode_responses``
@@ -71,7 +78,7 @@ class StreamOps:
         self.group = group
         self.dead_letter_stream = dead_letter_stream or stream + DEAD_LETTER_SUFFIX
         self._scripts = Scripts(redis)
-        self.dead = DeadLetters(redis, self.dead_letter_stream, stream, self._scripts)
+        self.dead: DeadLetters = DeadLetters(redis, self.dead_letter_stream, stream, self._scripts)
 
     # -- looking -------------------------------------------------------------------------
 
@@ -92,14 +99,7 @@ class StreamOps:
             GroupNotFoundError: the given group does not exist.
             GroupNotChosenError: none was given and the stream has none, or several.
         """
-        names = await self.group_names()
-        if self.group is not None:
-            if self.group not in names:
-                raise GroupNotFoundError(self.stream, self.group, names)
-            return self.group
-        if len(names) != 1:
-            raise GroupNotChosenError(self.stream, names)
-        return names[0]
+        return choose_group(self.stream, self.group, await self.group_names())
 
     async def groups(self) -> tuple[GroupStats, ...]:
         """Lag, pending entries and consumers of the group given, or of every group.
@@ -230,34 +230,21 @@ class StreamOps:
             (removed if deleted else kept).append(name)
         return PruneResult(tuple(removed), tuple(kept))
 
-    # -- dead letters ----------------------------------------------------------------------
 
-    async def dead_letters(
-        self, where: DeadLetterFilter | None = None, *, limit: int | None = None
-    ) -> tuple[DeadLetterEntry, ...]:
-        """The matching dead letters, oldest first (see ``DeadLetters.iterate`` to stream)."""
-        return tuple([letter async for letter in self.dead.iterate(where, limit)])
+def choose_group(stream: str, given: str | None, names: tuple[str, ...]) -> str:
+    """The group ``given`` if ``stream`` has it, else the stream's only group.
 
-    async def dead_letter(self, letter_id: str) -> DeadLetterEntry | None:
-        """One dead letter by id; None when there is none."""
-        return await self.dead.get(letter_id)
-
-    async def replay(
-        self,
-        where: DeadLetterFilter | None = None,
-        *,
-        limit: int | None = None,
-        rate: float | None = None,
-        on_replayed: ReplayCallback | None = None,
-    ) -> ReplayResult:
-        """Put the matching dead letters back on their streams; see ``DeadLetters.replay``."""
-        return await self.dead.replay(where, limit=limit, rate=rate, on_replayed=on_replayed)
-
-    async def purge(
-        self, where: DeadLetterFilter | None = None, *, limit: int | None = None
-    ) -> int:
-        """Delete the matching dead letters; returns how many were deleted."""
-        return await self.dead.purge(where, limit=limit)
+    Raises:
+        GroupNotFoundError: ``given`` is not among ``names``.
+        GroupNotChosenError: none was given and there is no group, or several.
+    """
+    if given is not None:
+        if given not in names:
+            raise GroupNotFoundError(stream, given, names)
+        return given
+    if len(names) != 1:
+        raise GroupNotChosenError(stream, names)
+    return names[0]
 
 
 def arq_redis_of(redis: AnyRedis) -> AnyRedis | None:

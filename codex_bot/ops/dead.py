@@ -14,6 +14,7 @@ import heapq
 import time
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import TYPE_CHECKING, TypedDict
 
 from codex_bot.ops.errors import AmbiguousLetterError
 from codex_bot.ops.letters import DeadLetterFilter, parse_letter, replayed_fields
@@ -23,11 +24,22 @@ from codex_bot.ops.replies import command, entries, id_key, next_id
 from codex_bot.ops.scripts import Scripts
 from codex_bot.redis.types import AnyRedis
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 _PAGE = 100
 _DELETE_BATCH = 500
 
 ReplayCallback = Callable[[ReplayedLetter], None]
 """Called after each letter of a replay, e.g. to advance a progress bar."""
+
+
+class ReplayOptions(TypedDict, total=False):
+    """The keyword arguments of ``replay``, as ``LetterSet.replay`` documents them."""
+
+    limit: int | None
+    rate: float | None
+    on_replayed: ReplayCallback | None
 
 
 class LetterSet(abc.ABC):
@@ -271,3 +283,39 @@ async def _push(
     letter = await anext(source, None)
     if letter is not None:
         heapq.heappush(heads, (id_key(letter.id), index, letter))
+
+
+class DeadLetterOps:
+    """The dead-letter operations of ``StreamOps`` and ``PartitionedOps``, on their letters."""
+
+    dead: LetterSet
+
+    async def dead_letters(
+        self, where: DeadLetterFilter | None = None, *, limit: int | None = None
+    ) -> tuple[DeadLetterEntry, ...]:
+        """The matching dead letters, oldest first (``dead.iterate`` streams them instead)."""
+        return tuple([letter async for letter in self.dead.iterate(where, limit)])
+
+    async def dead_letter(self, letter_id: str) -> DeadLetterEntry | None:
+        """One dead letter by id; None when there is none.
+
+        Raises:
+            AmbiguousLetterError: on a partitioned stream, two partitions hold a letter with
+                this id (name the partition's stream with ``StreamOps`` instead).
+        """
+        return await self.dead.get(letter_id)
+
+    async def replay(
+        self, where: DeadLetterFilter | None = None, **options: Unpack[ReplayOptions]
+    ) -> ReplayResult:
+        """Put the matching dead letters back, each on the stream (or partition) it came from.
+
+        ``limit``, ``rate`` and ``on_replayed`` as in ``LetterSet.replay``.
+        """
+        return await self.dead.replay(where, **options)
+
+    async def purge(
+        self, where: DeadLetterFilter | None = None, *, limit: int | None = None
+    ) -> int:
+        """Delete the matching dead letters; returns how many were deleted."""
+        return await self.dead.purge(where, limit=limit)

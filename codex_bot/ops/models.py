@@ -123,23 +123,19 @@ class StreamStats:
 
 @dataclass(frozen=True, slots=True)
 class PartitionedStats:
-    """Everything ``codex-bot --partitions N stats`` shows: each partition, and all together.
-
-    Attributes:
-        stream: The partitioned stream's name (``bot_events``; its partitions are
-            ``{bot_events:p0}`` ...).
-        partitions: Each partition's stats, partition 0 first. A partition nothing was
-            written to yet has length 0, no group and no dead letters.
-        total: The partitions as one stream: lengths, lags, pending entries, dead letters and
-            retries summed (a lag is unknown if one partition's is), the oldest pending entry
-            and the ids at the ends over all partitions, consumers merged by name (their
-            pending entries summed, the shortest idle time), dead-letter reasons counted over
-            every partition's sample.
-    """
+    """Everything ``codex-bot --partitions N stats`` shows: each partition, and all together."""
 
     stream: str
+    """The partitioned stream's name (``bot_events``; its partitions are ``{bot_events:p0}``
+    ...)."""
     partitions: tuple[StreamStats, ...]
+    """Each partition's stats, partition 0 first. A partition nothing was written to yet has
+    length 0, no group and no dead letters."""
     total: StreamStats
+    """The partitions as one stream: lengths, lags, pending entries, dead letters and retries
+    summed (a lag is unknown if one partition's is), the oldest pending entry and the ids at
+    the ends over all partitions, consumers merged by name (their pending entries summed, the
+    shortest idle time), dead-letter reasons counted over every partition's sample."""
 
 
 @dataclass(frozen=True, slots=True)

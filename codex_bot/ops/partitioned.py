@@ -10,17 +10,22 @@ replays that put every letter back on the partition it came from.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-from codex_bot.ops.admin import DEFAULT_ARQ_QUEUE, REASON_SAMPLE, StreamOps, arq_redis_of
-from codex_bot.ops.dead import MergedDeadLetters, ReplayCallback
-from codex_bot.ops.errors import GroupNotChosenError, GroupNotFoundError, StreamNotFoundError
-from codex_bot.ops.letters import DeadLetterFilter
+from codex_bot.ops.admin import (
+    DEFAULT_ARQ_QUEUE,
+    REASON_SAMPLE,
+    StatsOptions,
+    StreamOps,
+    arq_redis_of,
+    choose_group,
+)
+from codex_bot.ops.dead import DeadLetterOps, MergedDeadLetters
+from codex_bot.ops.errors import GroupNotFoundError, StreamNotFoundError
 from codex_bot.ops.models import (
-    DeadLetterEntry,
     PartitionedStats,
     PendingEntry,
     PruneResult,
-    ReplayResult,
 )
 from codex_bot.ops.replies import id_key
 from codex_bot.ops.stats import pending_entries, retries_by_stream
@@ -29,8 +34,11 @@ from codex_bot.redis.constants import DEAD_LETTER_SUFFIX
 from codex_bot.redis.partitioning import check_partitioned_name, partition_stream
 from codex_bot.redis.types import AnyRedis
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-class PartitionedOps:
+
+class PartitionedOps(DeadLetterOps):
     """Operations on a partitioned stream: each partition, and all of them as one.
 
     The methods are those of ``StreamOps``; pending entries and dead letters come from
@@ -108,13 +116,7 @@ class PartitionedOps:
         return self._resolve(_union(await self._names_by_partition()))
 
     def _resolve(self, names: tuple[str, ...]) -> str:
-        if self.group is not None:
-            if self.group not in names:
-                raise GroupNotFoundError(self.stream, self.group, names)
-            return self.group
-        if len(names) != 1:
-            raise GroupNotChosenError(self.stream, names)
-        return names[0]
+        return choose_group(self.stream, self.group, names)
 
     async def _with_group(self) -> tuple[str, list[StreamOps]]:
         """The group (see ``resolve_group``), and the partitions that have it."""
@@ -123,20 +125,12 @@ class PartitionedOps:
         having = zip(self.partitions, found, strict=True)
         return group, [ops for ops, names in having if names is not None and group in names]
 
-    async def stats(
-        self,
-        *,
-        arq_redis: AnyRedis | None = None,
-        arq_queue: str | None = DEFAULT_ARQ_QUEUE,
-        reason_sample: int = REASON_SAMPLE,
-    ) -> PartitionedStats:
-        """Every partition's stats, and their total; see ``StreamOps.stats``.
+    async def stats(self, **options: Unpack[StatsOptions]) -> PartitionedStats:
+        """Every partition's stats, and their total.
 
         Args:
-            arq_redis: The Redis arq uses, when not the streams' one (on a cluster: the
-                retries are looked up only when this is given).
-            arq_queue: arq's queue; None to skip the retries.
-            reason_sample: Count each partition's dead-letter reasons over this many letters.
+            options: ``arq_redis``, ``arq_queue`` and ``reason_sample``, as in
+                ``StreamOps.stats``; the reasons are counted per partition.
 
         Raises:
             StreamNotFoundError: no partition exists.
@@ -147,9 +141,11 @@ class PartitionedOps:
             raise GroupNotFoundError(self.stream, self.group, _union(found))
         names = [ops.stream for ops in self.partitions]
         retries = None
-        arq_redis = arq_redis or arq_redis_of(self.redis)
+        arq_redis = options.get("arq_redis") or arq_redis_of(self.redis)
+        arq_queue = options.get("arq_queue", DEFAULT_ARQ_QUEUE)
         if arq_queue is not None and arq_redis is not None:
             retries = await retries_by_stream(arq_redis, arq_queue, names)
+        reason_sample = options.get("reason_sample", REASON_SAMPLE)
         parts = await asyncio.gather(
             *(
                 ops.stats_with(
@@ -196,40 +192,6 @@ class PartitionedOps:
             removed.update(dict.fromkeys(result.removed))
             kept.update(dict.fromkeys(result.kept))
         return PruneResult(tuple(name for name in removed if name not in kept), tuple(kept))
-
-    # -- dead letters ----------------------------------------------------------------------
-
-    async def dead_letters(
-        self, where: DeadLetterFilter | None = None, *, limit: int | None = None
-    ) -> tuple[DeadLetterEntry, ...]:
-        """The matching dead letters of every partition, oldest first."""
-        return tuple([letter async for letter in self.dead.iterate(where, limit)])
-
-    async def dead_letter(self, letter_id: str) -> DeadLetterEntry | None:
-        """One dead letter by id; None when there is none.
-
-        Raises:
-            AmbiguousLetterError: two partitions hold a letter with this id (name the
-                partition's stream with ``StreamOps`` instead).
-        """
-        return await self.dead.get(letter_id)
-
-    async def replay(
-        self,
-        where: DeadLetterFilter | None = None,
-        *,
-        limit: int | None = None,
-        rate: float | None = None,
-        on_replayed: ReplayCallback | None = None,
-    ) -> ReplayResult:
-        """Put the matching dead letters back, each on the partition it came from."""
-        return await self.dead.replay(where, limit=limit, rate=rate, on_replayed=on_replayed)
-
-    async def purge(
-        self, where: DeadLetterFilter | None = None, *, limit: int | None = None
-    ) -> int:
-        """Delete the matching dead letters of every partition; returns how many."""
-        return await self.dead.purge(where, limit=limit)
 
 
 def _union(found: list[tuple[str, ...] | None]) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -43,23 +43,38 @@ NodeOf = Callable[[str], Any]
 """``stream -> node``: the Redis Cluster node a stream's XADD and its WAIT go to."""
 
 
-class _ProducerBase:
+ClientT = TypeVar("ClientT")
+_CLUSTER_CLIENTS = (redis.asyncio.RedisCluster, redis.RedisCluster)
+
+
+class _ProducerBase(Generic[ClientT]):
+    """What both producers share; the docstring of ``StreamProducer`` has the arguments."""
+
     def __init__(
         self,
-        client: Any,
-        stream_name: str,
-        maxlen: int | None,
-        approximate: bool,
-        partitions: int | None,
-        partition_key: PartitionKeyFunc,
-        policy: PushPolicy,
+        redis: ClientT,
+        stream_name: str = DEFAULT_STREAM,
+        *,
+        maxlen: int | None = None,
+        approximate: bool = True,
+        partitions: int | None = None,
+        partition_key: PartitionKeyFunc = default_ordering_key,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
+        retries: int = 5,
+        retry_backoff: float = 0.1,
+        retry_backoff_max: float = 1.0,
     ) -> None:
+        policy = PushPolicy(
+            wait_replicas, wait_timeout_ms, retries, retry_backoff, retry_backoff_max
+        )
+        client: Any = redis
         if maxlen is not None and maxlen < 1:
             msg = "maxlen must be positive or None"
             raise ValueError(msg)
         if partitions is not None:
             check_partitioned_name(stream_name, partitions)
-        self._cluster = isinstance(client, redis.asyncio.RedisCluster | redis.RedisCluster)
+        self._cluster = isinstance(client, _CLUSTER_CLIENTS)
         policy.check_socket_timeout(_socket_timeout(client, self._cluster))
         self.stream_name = stream_name
         self.maxlen = maxlen
@@ -69,6 +84,7 @@ class _ProducerBase:
         self.policy = policy
         self._spread = itertools.count()  # events without a key go round the partitions
         self._outage = PushOutage(stream_name)
+        self.redis = redis
 
     @property
     def wait_replicas(self) -> int:
@@ -108,7 +124,7 @@ def _socket_timeout(client: Any, cluster: bool) -> float | None:
     return float(timeout) if timeout else None
 
 
-class StreamProducer(_ProducerBase):
+class StreamProducer(_ProducerBase[redis.asyncio.Redis | redis.asyncio.RedisCluster]):
     """Pushes events onto a Redis Stream from async code (``redis.asyncio``).
 
     Values keep their JSON types through the stream: numbers, booleans, nulls, lists and
@@ -153,27 +169,6 @@ class StreamProducer(_ProducerBase):
         entry_id = await producer.add_event("booking.confirmed", {"chat_id": 42, "slot": "10:00"})
         ```
     """
-
-    def __init__(
-        self,
-        redis: redis.asyncio.Redis | redis.asyncio.RedisCluster,
-        stream_name: str = DEFAULT_STREAM,
-        *,
-        maxlen: int | None = None,
-        approximate: bool = True,
-        partitions: int | None = None,
-        partition_key: PartitionKeyFunc = default_ordering_key,
-        wait_replicas: int = 0,
-        wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
-        retries: int = 5,
-        retry_backoff: float = 0.1,
-        retry_backoff_max: float = 1.0,
-    ) -> None:
-        policy = PushPolicy(
-            wait_replicas, wait_timeout_ms, retries, retry_backoff, retry_backoff_max
-        )
-        super().__init__(redis, stream_name, maxlen, approximate, partitions, partition_key, policy)
-        self.redis = redis
 
     async def add_event(self, event_type: str, data: Mapping[str, Any]) -> str:
         """Append one event (XADD, and WAIT with ``wait_replicas``) and return its entry id.
@@ -243,7 +238,7 @@ class StreamProducer(_ProducerBase):
             return await pipe.execute(raise_on_error=False)
 
 
-class SyncStreamProducer(_ProducerBase):
+class SyncStreamProducer(_ProducerBase[redis.Redis | redis.RedisCluster]):
     """``StreamProducer`` for synchronous code (a Django view, a Celery task): same shape.
 
     The same arguments, retries, WAIT and ``ReplicationError``, over ``redis.Redis`` (also
@@ -255,27 +250,6 @@ class SyncStreamProducer(_ProducerBase):
         producer.add_event("order.paid", {"chat_id": order.chat_id, "total": 1250})
         ```
     """
-
-    def __init__(
-        self,
-        redis: redis.Redis | redis.RedisCluster,
-        stream_name: str = DEFAULT_STREAM,
-        *,
-        maxlen: int | None = None,
-        approximate: bool = True,
-        partitions: int | None = None,
-        partition_key: PartitionKeyFunc = default_ordering_key,
-        wait_replicas: int = 0,
-        wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS,
-        retries: int = 5,
-        retry_backoff: float = 0.1,
-        retry_backoff_max: float = 1.0,
-    ) -> None:
-        policy = PushPolicy(
-            wait_replicas, wait_timeout_ms, retries, retry_backoff, retry_backoff_max
-        )
-        super().__init__(redis, stream_name, maxlen, approximate, partitions, partition_key, policy)
-        self.redis = redis
 
     def add_event(self, event_type: str, data: Mapping[str, Any]) -> str:
         """Append one event (XADD, and WAIT with ``wait_replicas``) and return its entry id.
