@@ -10,8 +10,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
-from codex_bot.redis.dispatcher import DispatchReport
 from codex_bot.redis.observer import HandlerTimer
+from codex_bot.redis.reports import DispatchReport
 
 HANDLER_BUCKETS: tuple[float, ...] = (
     0.001,

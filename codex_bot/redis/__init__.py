@@ -4,7 +4,7 @@ from codex_bot.redis.adapter import BasicStorageAdapter, DeadLetterUnsupportedEr
 from codex_bot.redis.cluster import SlotMismatchError
 from codex_bot.redis.codec import EntryLimits
 from codex_bot.redis.context import EventContext, current_event
-from codex_bot.redis.dispatcher import BotRedisDispatcher, DeadLetter, DispatchReport
+from codex_bot.redis.dispatcher import BotRedisDispatcher
 from codex_bot.redis.exceptions import (
     CodexBotError,
     DispatcherNotReadyError,
@@ -18,6 +18,7 @@ from codex_bot.redis.partitioning import default_ordering_key, partition_of, par
 from codex_bot.redis.policy import RetryDecision, RetryPolicy, classify_failure
 from codex_bot.redis.processor import RedisStreamProcessor
 from codex_bot.redis.producer import StreamProducer, SyncStreamProducer
+from codex_bot.redis.reports import DeadLetter, DispatchReport
 from codex_bot.redis.retry import (
     ArqRetryScheduler,
     PickleRefusedError,

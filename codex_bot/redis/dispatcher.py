@@ -6,17 +6,13 @@ import functools
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from codex_bot.redis.codec import attempt_of, split_meta
 from codex_bot.redis.constants import (
-    ATTEMPT_FIELD,
     DEFAULT_STREAM,
-    FLOOD_WAITED_FIELD,
     HANDLERS_FIELD,
     META_PREFIX,
-    ORIGIN_FIELD,
     TYPE_FIELD,
 )
 from codex_bot.redis.context import current_event
@@ -27,17 +23,16 @@ from codex_bot.redis.exceptions import (
     MalformedEventError,
     RetrySchedulingError,
 )
-from codex_bot.redis.ledger import LedgerEntry
 from codex_bot.redis.observer import DispatchObserver, timed_handlers
 from codex_bot.redis.policy import (
     DEFAULT_MAX_FLOOD_DELAY,
     FailureClassifier,
-    RetryDecision,
     RetryPolicy,
     classify_failure,
-    with_jitter,
 )
+from codex_bot.redis.reports import DeadLetter, DispatchReport
 from codex_bot.redis.router import HandlerEntry, RedisRouter
+from codex_bot.redis.settle import FailureSettler
 from codex_bot.redis.types import FilterFunc, HandlerFunc, Payload, RetrySchedulerProtocol
 
 logger = logging.getLogger(__name__)
@@ -47,53 +42,6 @@ _NO_META: Payload = {}
 _NONE: frozenset[str] = frozenset()
 _REMEMBERED = 10_000
 """Pending entries whose succeeded handlers are remembered, so a redelivery skips them."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A handler failure that will not be retried, for the dead-letter stream.
-
-    Attributes:
-        handler: The handler's name (``module.qualname``); empty when no handler is involved
-            (an event of a type nobody handles).
-        reason: Why it is not retried ("gave up after 5 attempts (max_attempts=5)", ...).
-        error: ``ExceptionType: message``; Telegram's own description for Telegram errors.
-        attempts: The attempt that failed, the first delivery counting as 1.
-    """
-
-    handler: str
-    reason: str
-    error: str
-    attempts: int
-
-
-class DispatchReport(NamedTuple):
-    """What ``process_message`` did with one event; the processor acts on ``dead_letters``.
-
-    A NamedTuple rather than a frozen dataclass: one is built for every event.
-
-    Attributes:
-        event_type: The event's ``type``.
-        attempt: This attempt's number, the first delivery counting as 1.
-        handled: Names of the handlers that succeeded on this attempt.
-        failed: Every handler failure on this attempt.
-        retry_delay: Seconds until the scheduled retry; None when nothing is retried.
-        dead_letters: Failures that will not be retried.
-        unknown: No handler is registered for the type.
-        retried_handlers: Names of the handlers the scheduled retry will run.
-        retry_job: The scheduled retry as the scheduler returned it (``ArqRetryScheduler``
-            returns it for the retry ledger); None otherwise.
-    """
-
-    event_type: str
-    attempt: int = 1
-    handled: tuple[str, ...] = ()
-    failed: tuple[HandlerFailure, ...] = ()
-    retry_delay: float | None = None
-    dead_letters: tuple[DeadLetter, ...] = ()
-    unknown: bool = False
-    retried_handlers: tuple[str, ...] = ()
-    retry_job: LedgerEntry | None = None
 
 
 def handler_name(handler: Callable[..., Any]) -> str:
@@ -176,7 +124,7 @@ class BotRedisDispatcher:
         """``"dead"`` or ``"ack"``: what becomes of an event no handler is registered for."""
         self._container: Any = None
         self._ready = False
-        self._retry_scheduler = retry_scheduler
+        self._failures = FailureSettler(self.policy, retry_scheduler)
         self._handlers: dict[str, list[HandlerEntry]] = {}
         self.unknown_types: Counter[str] = Counter()
         """Events no handler was registered for, by type (dead-lettered or acknowledged)."""
@@ -359,131 +307,16 @@ class BotRedisDispatcher:
         """
         key = _entry_key(stream_name)
         settled = done.union(report.handled)
-        dead, plan = self._decide_all(report, _flood_waited(meta))
-        report = report._replace(dead_letters=report.dead_letters + tuple(dead))
-        if plan.failures:
-            try:
-                report = await self._retry(report, payload, meta, stream_name, plan)
-            except (HandlerFailedError, RetrySchedulingError):
-                self._successes.remember(key, settled)
-                raise
+        try:
+            report = await self._failures.settle(report, payload, meta, stream_name)
+        except (HandlerFailedError, RetrySchedulingError):
+            self._successes.remember(key, settled)
+            raise
         if report.dead_letters:
             self._successes.remember(key, settled.union(report.retried_handlers))
         else:
             self._successes.forget(key)
         return report
-
-    def _decide_all(
-        self, report: DispatchReport, flood_waited: float
-    ) -> tuple[list[DeadLetter], _RetryPlan]:
-        """Split the failures into dead letters and one retry that waits the longest delay.
-
-        The retry is the next attempt unless every failure in it was flood control, which
-        uses no attempt and adds its wait to the event's flood total instead.
-        """
-        dead: list[DeadLetter] = []
-        retry: list[HandlerFailure] = []
-        delay, uses_attempt = 0.0, False
-        for failure in report.failed:
-            decision = self.policy.decide(failure.error, report.attempt, flood_waited)
-            self._log_failure(report, failure, decision)
-            if decision.retry:
-                retry.append(failure)
-                delay = max(delay, decision.delay or 0.0)
-                uses_attempt = uses_attempt or decision.uses_attempt
-            else:
-                dead.append(
-                    DeadLetter(
-                        handler=failure.handler,
-                        reason=decision.reason,
-                        error=failure.description,
-                        attempts=report.attempt,
-                    )
-                )
-        attempt = report.attempt + 1 if uses_attempt else report.attempt
-        waited = flood_waited if uses_attempt else flood_waited + delay
-        return dead, _RetryPlan(retry, delay, attempt, waited)
-
-    def _log_failure(
-        self, report: DispatchReport, failure: HandlerFailure, decision: RetryDecision
-    ) -> None:
-        """One line per failure; a traceback only for what is not a Telegram outcome.
-
-        A 429, a user who blocked the bot or a network blip is part of a bot's day: a
-        warning (retried) or an info line (dead-lettered). Anything else may be a bug: its
-        traceback is logged once per event, on the first attempt and when it is dead-lettered.
-        """
-        attempt, most = report.attempt, self.policy.max_attempts
-        if decision.retry:
-            trace = failure.error if attempt == 1 and not decision.expected else None
-            logger.warning(
-                "handler %s failed on %s (attempt %s of %s): %s",
-                failure.handler,
-                report.event_type,
-                attempt,
-                most,
-                failure.description,
-                exc_info=trace,
-            )
-            return
-        logger.log(
-            logging.INFO if decision.expected else logging.ERROR,
-            "handler %s failed on %s (attempt %s of %s), dead-lettering it: %s (%s)",
-            failure.handler,
-            report.event_type,
-            attempt,
-            most,
-            decision.reason,
-            failure.description,
-            exc_info=None if decision.expected else failure.error,
-        )
-
-    async def _retry(
-        self,
-        report: DispatchReport,
-        payload: Payload,
-        meta: Payload,
-        stream_name: str,
-        plan: _RetryPlan,
-    ) -> DispatchReport:
-        """Hand the failed handlers to the retry scheduler as one retry of the event.
-
-        Raises:
-            HandlerFailedError: there is no retry scheduler.
-            RetrySchedulingError: the scheduler could not take the retry.
-        """
-        if self._retry_scheduler is None:
-            raise HandlerFailedError(report.event_type, plan.failures)
-        delay = with_jitter(plan.delay)
-        names = [failure.handler for failure in plan.failures]
-        event = current_event()
-        retry_payload = {
-            **payload,
-            ATTEMPT_FIELD: plan.attempt,
-            HANDLERS_FIELD: names,
-            ORIGIN_FIELD: meta.get(ORIGIN_FIELD) or (event.entry_id if event else ""),
-        }
-        if plan.flood_waited:
-            retry_payload[FLOOD_WAITED_FIELD] = round(plan.flood_waited, 3)
-        try:
-            job = await self._retry_scheduler.schedule_retry(
-                stream_name=stream_name, payload=retry_payload, delay=delay
-            )
-        except Exception as exc:
-            msg = f"could not schedule attempt {plan.attempt} of {report.event_type!r}: {exc!r}"
-            raise RetrySchedulingError(msg) from exc
-        logger.info(
-            "attempt %s of %s for %s scheduled in %.2fs",
-            plan.attempt,
-            report.event_type,
-            ", ".join(names),
-            delay,
-        )
-        return report._replace(
-            retry_delay=delay,
-            retried_handlers=tuple(names),
-            retry_job=job if isinstance(job, LedgerEntry) else None,
-        )
 
     def _unknown(self, event_type: str, attempt: int) -> DispatchReport:
         first = not self.unknown_types[event_type]
@@ -500,15 +333,6 @@ class BotRedisDispatcher:
         return DispatchReport(
             event_type=event_type, attempt=attempt, dead_letters=(letter,), unknown=True
         )
-
-
-class _RetryPlan(NamedTuple):
-    """The one retry an event's failures become: which handlers, when, as which attempt."""
-
-    failures: list[HandlerFailure]
-    delay: float
-    attempt: int
-    flood_waited: float
 
 
 class _Successes(OrderedDict[tuple[str, str], frozenset[str]]):
@@ -535,14 +359,6 @@ class _Successes(OrderedDict[tuple[str, str], frozenset[str]]):
         """The entry is settled: nothing to skip when it comes back."""
         if key is not None:
             self.pop(key, None)
-
-
-def _flood_waited(meta: Payload) -> float:
-    """Seconds of flood-control waits the event added up in earlier retries."""
-    try:
-        return max(float(meta.get(FLOOD_WAITED_FIELD, 0.0)), 0.0)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _targets(meta: Payload) -> frozenset[str] | None:

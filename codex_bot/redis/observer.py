@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from codex_bot.redis.types import FilterFunc, HandlerFunc
 
 if TYPE_CHECKING:
-    from codex_bot.redis.dispatcher import DispatchReport
+    from codex_bot.redis.reports import DispatchReport
 
 HandlerTimer = Callable[[float], None]
 """Takes the seconds one handler call took (whether it returned or raised)."""

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from codex_bot.redis.codec import EntryLimits, attempt_of, bad_event_type, decode_fields
 from codex_bot.redis.constants import ATTEMPT_FIELD, ORIGIN_FIELD, TYPE_FIELD
 from codex_bot.redis.context import EventContext, _current
-from codex_bot.redis.dispatcher import DispatchReport
 from codex_bot.redis.exceptions import CodexBotError, LeaseLostError, MalformedEventError
 from codex_bot.redis.ledger import LedgerEntry
 from codex_bot.redis.letters import DELETED, Letter, handler_letter, letter, reason_of
+from codex_bot.redis.reports import DispatchReport
 from codex_bot.redis.stats import ProcessorStats
 from codex_bot.redis.types import (
     DeadLetterInfo,
