@@ -16,6 +16,8 @@ RSS_MB = 20.0
 METRICS_OVERHEAD = 0.10
 TG_RATE_SHARE = 0.95
 TG_LIMITER_P99_MS = 1.0
+CLUSTER_SHARE = 0.80
+BIG_ENTRY_RATIO = 5.0
 
 Row = tuple[str, str, str, str]
 """(what, measured, target, PASS/MISS or a note)."""
@@ -66,6 +68,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "le",
         ),
         *_broadcast_targets(r),
+        *_cluster_targets(r),
     ]
 
 
@@ -97,6 +100,25 @@ def _broadcast_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _cluster_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _target(
+            "cluster_vs_single",
+            r.get("cluster_vs_single"),
+            f">= {CLUSTER_SHARE:.0%} of one Redis",
+            CLUSTER_SHARE,
+            "ge",
+        ),
+        _target(
+            "big_entry_rss_ratio",
+            r.get("big_entry_rss_ratio"),
+            f"<= {BIG_ENTRY_RATIO:g}x the entry",
+            BIG_ENTRY_RATIO,
+            "le",
+        ),
+    ]
+
+
 def _target(name: str, value: float | None, text: str, bound: float, op: str) -> dict[str, Any]:
     ok = None if value is None else (value >= bound if op == "ge" else value <= bound)
     return {"name": name, "value": value, "target": text, "pass": ok}
@@ -114,6 +136,10 @@ def rows(r: dict[str, Any]) -> list[Row]:
         out.extend(_slow_rows(r["slow"], verdicts))
     if r.get("broadcast"):
         out.extend(_broadcast_rows(r["broadcast"], verdicts))
+    if r.get("cluster"):
+        out.extend(_cluster_rows(r, r["cluster"], verdicts))
+    if r.get("big_entry"):
+        out.extend(_big_entry_rows(r["big_entry"], verdicts))
     if r.get("memory"):
         mem, verdict = r["memory"], verdicts["rss_growth_mb"]
         out.append(
@@ -272,6 +298,59 @@ def _broadcast_rows(run: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
                 f"p50 {limiter['p50_ms']:.2f}, p99 {limiter['p99_ms']:.2f} ms",
                 verdicts["tg_limiter_p99_ms"]["target"],
                 _verdict(verdicts["tg_limiter_p99_ms"]["pass"]),
+            )
+        )
+    return out
+
+
+def _cluster_rows(r: dict[str, Any], run: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
+    share, spread = verdicts["cluster_vs_single"], run["partitions_per_shard"]
+    single, cluster, parts = run.get("single"), run.get("cluster"), run.get("partitioned")
+    n = r["config"]["drain_events"]
+    ratio = r.get("cluster_partitioned_vs_single")
+    return [
+        (
+            f"cluster {n:,} ev: one Redis (reference)",
+            _measured(run.get("single_eps"), single) + _redis_cpu(single),
+            "",
+            "codex_bot drain, same rounds",
+        ),
+        (
+            "cluster: 3 masters, one {hash-tagged} stream",
+            _measured(r.get("cluster_eps"), cluster) + _redis_cpu(cluster),
+            share["target"],
+            _verdict(share["pass"])
+            + ("" if share["value"] is None else f" ({share['value']:.0%})"),
+        ),
+        (
+            f"cluster: {run['partitions']} partitions ({'/'.join(map(str, spread))} per shard)",
+            _measured(r.get("cluster_partitioned_eps"), parts) + _redis_cpu(parts),
+            "",
+            "one processor" + ("" if ratio is None else f" ({ratio:.0%} of one Redis)"),
+        ),
+    ]
+
+
+def _redis_cpu(run: dict[str, Any] | None) -> str:
+    cpu = (run or {}).get("redis_cpu_us_per_event")
+    return "" if cpu is None else f", Redis {cpu:.1f} us/ev"
+
+
+def _big_entry_rows(runs: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
+    verdict, out = verdicts["big_entry_rss_ratio"], []
+    for form, label in (("json", "json: field"), ("plain", "string field")):
+        run = runs.get(form)
+        if not run:
+            continue
+        checks = [] if run["intact"] else ["PAYLOAD CHANGED"]
+        checks += [] if run["acked"] else ["NOT ACKED"]
+        out.append(
+            (
+                f"big entry {run['entry_mb']:.0f} MB, {label}: peak RSS growth",
+                f"+{run['rss_growth_mb']:.1f} MB = {run['rss_ratio']:.2f}x the entry, "
+                + (", ".join(checks) or "intact and acked"),
+                verdict["target"],
+                _verdict(None if checks else run["rss_ratio"] <= BIG_ENTRY_RATIO),
             )
         )
     return out

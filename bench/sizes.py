@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-SCENARIOS = ("drain", "latency", "slow", "memory", "broadcast")
+SCENARIOS = ("drain", "latency", "slow", "memory", "broadcast", "cluster", "big_entry")
 REQUIRED_KEYS = (
     "raw_eps",
     "codex_bot_eps",
@@ -21,6 +21,11 @@ REQUIRED_KEYS = (
     "tg_dead",
     "tg_order_ok",
     "tg_limiter_p99_ms",
+    "cluster_eps",
+    "cluster_vs_single",
+    "cluster_partitioned_eps",
+    "big_entry_mb",
+    "big_entry_rss_ratio",
 )
 
 
@@ -30,7 +35,8 @@ class Sizes:
 
     The ``tg_`` fields are the broadcast's: private chats (one message each), groups,
     messages per group, messages to one busy chat, and the sends timed through the flood
-    control afterwards.
+    control afterwards. The cluster scenario drains ``drain_events`` too; ``big_entry_mb``
+    is the size of the one big entry of the big_entry scenario.
     """
 
     drain_events: int
@@ -47,6 +53,7 @@ class Sizes:
     tg_busy: int
     tg_limiter_calls: int
     extras: bool
+    big_entry_mb: int
 
 
 FULL = Sizes(
@@ -64,6 +71,7 @@ FULL = Sizes(
     tg_busy=100,
     tg_limiter_calls=5_000,
     extras=True,
+    big_entry_mb=20,
 )
 QUICK = dataclasses.replace(
     FULL,
@@ -80,4 +88,5 @@ QUICK = dataclasses.replace(
     tg_busy=10,
     tg_limiter_calls=500,
     extras=False,
+    big_entry_mb=5,
 )
