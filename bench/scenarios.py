@@ -115,19 +115,10 @@ class Bench:
         s, r = self.sizes, self.results
         say(f"drain: {s.drain_events:,} events, no-op handler, fresh group per run")
         self.fill("drain", "drain", s.drain_events)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in DRAIN_CONTENDERS}
-        # interleaved, so a noisy neighbour slows every contender alike
-        for n in range(s.repeat):
-            for name, module, extra in DRAIN_CONTENDERS:
-                run = self.attempt(
-                    name, self.child, module, "drain", "drain", s.drain_events, *extra
-                )
-                if run:
-                    runs[name].append(run)
-                    say(f"  {name} run {n + 1}/{s.repeat}: {_eps(run)}{_acked(run)}")
+        runs = self.interleaved(DRAIN_CONTENDERS, "drain")
         drain: dict[str, Any] = {f"{name}_runs": found for name, found in runs.items()}
         for name, found in runs.items():
-            drain[name] = _median_run(found)
+            drain[name] = median_run(found)
         drain["v040"] = self.attempt(
             "codex-bot 0.4.0-style", self.child, "v040_baseline", "drain", "drain", s.drain_events
         )
@@ -168,6 +159,25 @@ class Bench:
                 k: drain["codex_bot"].get(k)
                 for k in ("entries_per_read", "read_count_histogram", "ids_per_ack", "ack_calls")
             }
+
+    def interleaved(
+        self, contenders: tuple[tuple[str, str, tuple[str, ...]], ...], stream: str
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Drain ``stream`` with each contender ``repeat`` times: name -> its runs.
+
+        Interleaved (A, B, A, B, ...), so a noisy neighbour slows every contender alike.
+        """
+        s = self.sizes
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in contenders}
+        for n in range(s.repeat):
+            for name, module, extra in contenders:
+                run = self.attempt(
+                    name, self.child, module, "drain", stream, s.drain_events, *extra
+                )
+                if run:
+                    runs[name].append(run)
+                    say(f"  {name} run {n + 1}/{s.repeat}: {_eps(run)}{_acked(run)}")
+        return runs
 
     def _faststream_drain(self) -> dict[str, Any] | None:
         reason = None if self.faststream else "disabled with --no-faststream"
@@ -267,6 +277,11 @@ class Bench:
 
         broadcast.run(self)
 
+    def partitions(self) -> None:
+        from bench import partitions  # the partitioned drain and the failover
+
+        partitions.run(self)
+
     def memory(self) -> None:
         s, r = self.sizes, self.results
         say(f"memory: peak RSS while draining {s.memory_events:,} events")
@@ -283,7 +298,7 @@ class Bench:
             r["rss_peak_mb"] = run["rss_peak_mb"]
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not runs:
         return None
     eps = statistics.median_low(run["eps"] for run in runs)

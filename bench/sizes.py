@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-SCENARIOS = ("drain", "latency", "slow", "memory", "broadcast")
+SCENARIOS = ("drain", "latency", "slow", "memory", "broadcast", "partitions")
 REQUIRED_KEYS = (
     "raw_eps",
     "codex_bot_eps",
@@ -21,6 +21,11 @@ REQUIRED_KEYS = (
     "tg_dead",
     "tg_order_ok",
     "tg_limiter_p99_ms",
+    "codex_bot_p1_eps",
+    "partitions_overhead",
+    "failover_gap_s",
+    "failover_lease_ttl_s",
+    "failover_all_handled",
 )
 
 
@@ -31,6 +36,10 @@ class Sizes:
     The ``tg_`` fields are the broadcast's: private chats (one message each), groups,
     messages per group, messages to one busy chat, and the sends timed through the flood
     control afterwards.
+
+    The ``failover_`` fields are the partitions scenario's: replica processes, partitions,
+    their ``lease_ttl`` and the events per second the producer pushes meanwhile (its
+    partitioned drain uses ``drain_events`` and ``repeat``).
     """
 
     drain_events: int
@@ -46,6 +55,10 @@ class Sizes:
     tg_per_group: int
     tg_busy: int
     tg_limiter_calls: int
+    failover_replicas: int
+    failover_partitions: int
+    failover_lease_ttl: float
+    failover_rate: float
     extras: bool
 
 
@@ -63,6 +76,10 @@ FULL = Sizes(
     tg_per_group=20,
     tg_busy=100,
     tg_limiter_calls=5_000,
+    failover_replicas=3,
+    failover_partitions=6,
+    failover_lease_ttl=2.0,
+    failover_rate=500.0,
     extras=True,
 )
 QUICK = dataclasses.replace(
@@ -79,5 +96,7 @@ QUICK = dataclasses.replace(
     tg_per_group=10,
     tg_busy=10,
     tg_limiter_calls=500,
+    failover_lease_ttl=1.0,
+    failover_rate=200.0,
     extras=False,
 )

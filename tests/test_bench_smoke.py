@@ -1,4 +1,5 @@
-"""The benchmark runs end to end (``--quick drain broadcast``, ~15 s) and reports every key."""
+"""The benchmark runs end to end (``--quick drain broadcast``, ~15 s; ``--quick partitions``,
+~6 s) and reports every key."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,20 +19,26 @@ from bench.sizes import REQUIRED_KEYS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(120)
-def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
+def run_quick(tmp_path: Path, *scenarios: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """``python -m bench --quick SCENARIOS``: what it printed, the results it wrote."""
     out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "drain", "broadcast", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", *scenarios, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = json.loads(out.read_text())
     assert set(REQUIRED_KEYS) <= set(results)
+    return proc.stdout, results
+
+
+@pytest.mark.timeout(120)
+def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
+    stdout, results = run_quick(tmp_path, "drain", "broadcast", timeout=110)
     for key in ("raw_eps", "codex_bot_eps", "codex_bot_metrics_eps", "v040_eps"):
         assert results[key] > 0, key
     assert results["metrics_overhead"] is not None
@@ -43,7 +51,7 @@ def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
     else:
         assert results["faststream_eps"] > 0
     assert results["machine"]["cores"]
-    assert "codex_bot, default settings" in proc.stdout
+    assert "codex_bot, default settings" in stdout
 
     # the broadcast: two replicas split it, everything arrives, each replica keeps chat order
     broadcast = results["broadcast"]
@@ -57,7 +65,28 @@ def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
     assert isinstance(results["tg_floods"], int)  # 0 on a quiet machine: see make bench
     assert 0 < results["tg_limiter_p99_ms"] < 50
     assert broadcast["limiter"]["waited"] == 0
-    assert "flood control: added to a send that does not wait" in proc.stdout
+    assert "flood control: added to a send that does not wait" in stdout
+
+
+@pytest.mark.timeout(90)
+def test_quick_partitions_write_their_keys(tmp_path: Path) -> None:
+    stdout, results = run_quick(tmp_path, "partitions", timeout=80)
+    assert results["codex_bot_p1_eps"] > 0
+    assert results["partitions_baseline_eps"] > 0
+    assert results["partitions_overhead"] is not None
+    drain = results["partitions"]
+    assert drain["p1"]["all_acked"], drain["p1"]
+    assert drain["p1"]["partitions"] == 1
+    assert drain["baseline"]["all_acked"], drain["baseline"]
+    # the failover: the dead replica's partitions are read again, nothing is lost
+    failover = drain["failover"]
+    assert results["failover_lease_ttl_s"] == 1.0
+    assert 0 < results["failover_gap_s"] < 30
+    assert len(failover["gaps_s"]) == 2  # 6 partitions over 3 replicas
+    assert results["failover_all_handled"] is True
+    assert failover["unhandled"] == failover["pending_after"] == 0
+    assert sorted(len(replica["owned"]) for replica in failover["replicas"]) == [3, 3]
+    assert "failover: every event handled afterwards" in stdout
 
 
 def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
@@ -100,5 +129,8 @@ def test_targets_and_table_from_partial_results() -> None:
         "tg_dead": None,
         "tg_order_ok": None,
         "tg_limiter_p99_ms": False,
+        "partitions_overhead": None,
+        "failover_gap_s": None,
+        "failover_all_handled": None,
     }
     assert render(rows(results)).startswith("scenario")
