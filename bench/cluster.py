@@ -175,7 +175,6 @@ async def _drain_partitions(
 
 def main() -> None:
     parser = child_parser(__doc__ or "")
-    parser.add_argument("--partitions", type=int, help="drain this many partition streams")
     args = parser.parse_args()
     if args.mode != "drain":
         parser.error(f"unknown mode {args.mode!r}: drain")

@@ -111,7 +111,6 @@ async def _limiter(redis: Redis, calls: int) -> dict[str, Any]:
 def main() -> None:
     parser = child_parser(__doc__ or "")
     parser.add_argument("--api", required=True, help="the Bot API stand-in's base URL")
-    parser.add_argument("--consumer", default="replica", help="consumer name")
     args = parser.parse_args()
     result = asyncio.run(_broadcast(args))
     sys.stdout.write(json.dumps(result) + "\n")

@@ -134,14 +134,7 @@ class Bench:
         s, r = self.sizes, self.results
         say(f"drain: {s.drain_events:,} events, no-op handler, fresh group per run")
         self.fill("drain", "drain", s.drain_events)
-        drain = self.rounds(
-            {
-                name: functools.partial(
-                    self.child, module, "drain", "drain", s.drain_events, *extra
-                )
-                for name, module, extra in DRAIN_CONTENDERS
-            }
-        )
+        drain = self.drain_rounds(DRAIN_CONTENDERS, "drain")
         drain["v040"] = self.attempt(
             "codex-bot 0.4.0-style", self.child, "v040_baseline", "drain", "drain", s.drain_events
         )
@@ -183,6 +176,18 @@ class Bench:
                 for k in ("entries_per_read", "read_count_histogram", "ids_per_ack", "ack_calls")
             }
 
+    def drain_rounds(
+        self, contenders: tuple[tuple[str, str, tuple[str, ...]], ...], stream: str
+    ) -> dict[str, Any]:
+        """``rounds`` of ``drain_events`` drains of ``stream``: (name, module, extra arguments)."""
+        events = self.sizes.drain_events
+        return self.rounds(
+            {
+                name: functools.partial(self.child, module, "drain", stream, events, *extra)
+                for name, module, extra in contenders
+            }
+        )
+
     def rounds(self, contenders: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, Any]:
         """Run every contender ``repeat`` times, interleaved, so a noisy neighbour slows
         every contender alike; return each one's runs (``<name>_runs``) and median run."""
@@ -195,7 +200,7 @@ class Bench:
                     say(f"  {name} run {n + 1}/{self.sizes.repeat}: {_eps(run)}{_acked(run)}")
         result: dict[str, Any] = {f"{name}_runs": found for name, found in runs.items()}
         for name, found in runs.items():
-            result[name] = _median_run(found)
+            result[name] = median_run(found)
         return result
 
     def _faststream_drain(self) -> dict[str, Any] | None:
@@ -306,6 +311,11 @@ class Bench:
 
         big_entry.run(self)
 
+    def partitions(self) -> None:
+        from bench import partitions  # the partitioned drain and the failover
+
+        partitions.run(self)
+
     def memory(self) -> None:
         s, r = self.sizes, self.results
         say(f"memory: peak RSS while draining {s.memory_events:,} events")
@@ -322,7 +332,7 @@ class Bench:
             r["rss_peak_mb"] = run["rss_peak_mb"]
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not runs:
         return None
     eps = statistics.median_low(run["eps"] for run in runs)

@@ -1,5 +1,5 @@
-"""The benchmark runs end to end (``--quick``: drain and broadcast, cluster and big_entry) and
-reports every key."""
+"""The benchmark runs end to end (``--quick``: drain and broadcast, partitions, cluster and
+big_entry) and reports every key."""
 
 from __future__ import annotations
 
@@ -19,15 +19,15 @@ from bench.sizes import REQUIRED_KEYS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_quick(tmp_path: Path, *scenarios: str) -> tuple[str, dict[str, Any]]:
-    """``python -m bench --quick SCENARIO...``: its output and its results, every key there."""
+def run_quick(tmp_path: Path, *scenarios: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """``python -m bench --quick SCENARIOS``: what it printed, the results it wrote."""
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", *scenarios, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -38,7 +38,7 @@ def run_quick(tmp_path: Path, *scenarios: str) -> tuple[str, dict[str, Any]]:
 
 @pytest.mark.timeout(120)
 def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
-    stdout, results = run_quick(tmp_path, "drain", "broadcast")
+    stdout, results = run_quick(tmp_path, "drain", "broadcast", timeout=110)
     for key in ("raw_eps", "codex_bot_eps", "codex_bot_metrics_eps", "v040_eps"):
         assert results[key] > 0, key
     assert results["metrics_overhead"] is not None
@@ -70,7 +70,7 @@ def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_quick_cluster_and_big_entry_write_their_keys(tmp_path: Path) -> None:
-    stdout, results = run_quick(tmp_path, "cluster", "big_entry")
+    stdout, results = run_quick(tmp_path, "cluster", "big_entry", timeout=110)
 
     # the cluster: every contender drained everything, the partitions on every shard
     for key in ("cluster_eps", "cluster_partitioned_eps", "cluster_vs_single"):
@@ -94,6 +94,27 @@ def test_quick_cluster_and_big_entry_write_their_keys(tmp_path: Path) -> None:
         assert run["dead_letters"] == 0
         assert run["rss_samples"] > 0
     assert "big entry 5 MB, json: field" in stdout
+
+
+@pytest.mark.timeout(90)
+def test_quick_partitions_write_their_keys(tmp_path: Path) -> None:
+    stdout, results = run_quick(tmp_path, "partitions", timeout=80)
+    assert results["codex_bot_p1_eps"] > 0
+    assert results["partitions_baseline_eps"] > 0
+    assert results["partitions_overhead"] is not None
+    drain = results["partitions"]
+    assert drain["p1"]["all_acked"], drain["p1"]
+    assert drain["p1"]["partitions"] == 1
+    assert drain["baseline"]["all_acked"], drain["baseline"]
+    # the failover: the dead replica's partitions are read again, nothing is lost
+    failover = drain["failover"]
+    assert results["failover_lease_ttl_s"] == 1.0
+    assert 0 < results["failover_gap_s"] < 30
+    assert len(failover["gaps_s"]) == 2  # 6 partitions over 3 replicas
+    assert results["failover_all_handled"] is True
+    assert failover["unhandled"] == failover["pending_after"] == 0
+    assert sorted(len(replica["owned"]) for replica in failover["replicas"]) == [3, 3]
+    assert "failover: every event handled afterwards" in stdout
 
 
 def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
@@ -138,5 +159,8 @@ def test_targets_and_table_from_partial_results() -> None:
         "tg_limiter_p99_ms": False,
         "cluster_vs_single": None,
         "big_entry_rss_ratio": None,
+        "partitions_overhead": None,
+        "failover_gap_s": None,
+        "failover_all_handled": None,
     }
     assert render(rows(results)).startswith("scenario")
