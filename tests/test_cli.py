@@ -351,3 +351,17 @@ async def test_unknown_streams_and_groups_fail_in_one_line(
     )
     stats = (await cli("stats", "--stream", stream, "--json", url=url)).json()
     assert sorted(group["name"] for group in stats["groups"]) == ["analytics", GROUP]
+
+
+async def test_a_url_redis_py_would_misread_is_refused_before_connecting() -> None:
+    # redis-py reads "/abc" as no database at all and would use database 0
+    port = free_port()
+    for url, problem in {
+        f"redis://:{PASSWORD}@127.0.0.1:{port}/abc": "has a database number that is not a number",
+        f"redis://:{PASSWORD}@[::1:{port}/0": "is not a valid URL",
+    }.items():
+        result = await cli("stats", "--redis-url", url)
+        line = one_line_error(result)
+        assert line.startswith("Error: invalid Redis URL redis://:***@"), line
+        assert line.endswith(problem) or f"{problem} (" in line, line
+        assert PASSWORD not in result.out + result.err
