@@ -72,12 +72,17 @@ def encode_event(event_type: str, data: Mapping[str, Any]) -> dict[str, str]:
         Field name -> string value, ready for XADD.
 
     Raises:
-        ValueError: empty type, a reserved key, or ``data["type"]`` naming another type.
-        TypeError: a key that is not a string or a value JSON cannot encode.
+        ValueError: an empty or non-string type, a reserved key, ``data["type"]`` naming
+            another type, or a value holding NaN or infinity (the message names the field).
+        TypeError: ``data`` is not a mapping, a key is not a string, or JSON cannot encode
+            a value (the message names the field).
     """
-    if not event_type:
-        msg = "event_type must be a non-empty string"
+    if not isinstance(event_type, str) or not event_type:
+        msg = f"event_type must be a non-empty string, not {event_type!r}"
         raise ValueError(msg)
+    if not isinstance(data, Mapping):
+        msg = f"data must be a mapping (a dict) of field names to values, not {type(data).__name__}"
+        raise TypeError(msg)
     fields = {TYPE_FIELD: event_type}
     for key, value in data.items():
         _check_user_key(key)
@@ -86,7 +91,14 @@ def encode_event(event_type: str, data: Mapping[str, Any]) -> dict[str, str]:
                 msg = f"data['type']={value!r} contradicts event_type={event_type!r}"
                 raise ValueError(msg)
             continue
-        fields[key] = encode_value(value)
+        try:
+            fields[key] = encode_value(value)
+        except TypeError as exc:
+            msg = f"field {key!r}: {exc}"
+            raise TypeError(msg) from exc
+        except ValueError as exc:
+            msg = f"field {key!r}: {exc}"
+            raise ValueError(msg) from exc
     return fields
 
 
