@@ -28,9 +28,9 @@ _PASSWORD_ARGUMENT = re.compile(r"(?i)(password=)[^&#]*")
 _NUMBER = re.compile(r"[0-9]+")
 
 
-class ConfigurationError(CodexBotError):
+class ConfigurationError(CodexBotError, ValueError):
     """A setting is malformed. The message names the setting and what it should look like,
-    and never contains a password."""
+    and never contains a password. A ``ValueError`` too, as redis-py's own URL errors are."""
 
 
 def mask_password(url: str) -> str:

@@ -21,6 +21,7 @@ from arq.jobs import Job
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from codex_bot.config import ConfigurationError
 from codex_bot.redis import (
     ArqRetryScheduler,
     BotRedisDispatcher,
@@ -560,6 +561,16 @@ async def test_redeliver_event_asks_arq_to_retry_when_redis_refuses_the_write(
     await redis.set("events", "not a stream")  # WRONGTYPE, as a read-only replica would refuse
     with pytest.raises(Retry):
         await redeliver_event({"redis": redis, "job_try": 1}, "events", {"type": "x"})
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [("redis://127.0.0.1:6379/abc", "database number"), ("localhost:6379", "no scheme")],
+)
+def test_a_retry_pool_refuses_a_url_redis_py_would_misread(url: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=problem) as raised:
+        create_retry_pool(url)
+    assert isinstance(raised.value, ValueError)  # what redis-py raised for a bad scheme
 
 
 def test_retry_job_ids_leave_no_room_for_clashes() -> None:

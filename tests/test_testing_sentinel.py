@@ -64,6 +64,13 @@ async def get_once_reconnected(redis: Redis, key: str) -> str | None:
         return await redis.get(key)
 
 
+def test_a_fresh_set_up_has_its_replica_confirm_writes_at_once() -> None:
+    # started, its replica has acknowledged the primary's offset: WAIT needs no warm-up
+    with RedisSentinelServer() as fresh, fresh.primary().client() as redis:
+        redis.set("first", "1")
+        assert redis.wait(1, 200) == 1
+
+
 async def test_the_replica_copies_what_master_for_writes(
     sentinel: RedisSentinelServer, master: Redis
 ) -> None:

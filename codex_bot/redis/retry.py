@@ -77,13 +77,20 @@ def create_retry_pool(url: str, *, queue_name: str | None = None) -> ArqRedis:
     Args:
         url: ``redis://...`` of the Redis arq uses (usually the streams' Redis).
         queue_name: The arq queue the retry worker serves; arq's default when None.
+
+    Raises:
+        ConfigurationError: ``url`` is not a Redis URL (a ``ValueError`` too); redis-py
+            would read some of those, such as a database number that is not a number,
+            as database 0.
     """
     from arq.connections import ArqRedis  # noqa: PLC0415 - arq stays unimported until needed
     from arq.constants import default_queue_name  # noqa: PLC0415
     from redis.asyncio import ConnectionPool  # noqa: PLC0415
 
+    from codex_bot.config import check_redis_url  # noqa: PLC0415 - it imports this package
+
     pool = ArqRedis(
-        connection_pool=ConnectionPool.from_url(url),
+        connection_pool=ConnectionPool.from_url(check_redis_url(url, "url")),
         job_serializer=json_job_serializer,
         job_deserializer=json_job_deserializer,
         default_queue_name=queue_name or default_queue_name,

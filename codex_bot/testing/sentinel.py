@@ -103,6 +103,10 @@ class RedisSentinelServer(ServerGroup):
         # 10 s: started before the replicas are linked, they would miss them that long.
         for replica in self.nodes[1:]:
             self._wait(functools.partial(_linked, replica, self.nodes[0]), f"{replica} to sync")
+        # a link that is up is not yet an acknowledged offset: a WAIT right after start could
+        # time out; once this returns, a producer's wait_replicas is confirmed from the start
+        confirmed = functools.partial(_acknowledged, self.nodes[0], len(self.nodes) - 1)
+        self._wait(confirmed, "the replicas to acknowledge the primary's writes")
         for sentinel in self.sentinels:
             sentinel.start(wait=False)
         for sentinel in self.sentinels:
@@ -281,6 +285,12 @@ def _linked(replica: ServerProcess, primary: ServerProcess) -> bool:
     """Whether ``replica`` replicates ``primary`` over a link that is up."""
     info = _replication(replica)
     return (info.get("master_port"), info.get("master_link_status")) == (primary.port, "up")
+
+
+def _acknowledged(primary: ServerProcess, replicas: int) -> bool:
+    """Whether ``replicas`` replicas acknowledge everything ``primary`` wrote (WAIT, 100 ms)."""
+    with primary.client() as client:
+        return int(client.wait(replicas, 100)) >= replicas
 
 
 def _replication(node: ServerProcess) -> dict[str, Any]:
