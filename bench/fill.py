@@ -3,7 +3,9 @@
 The filling client's memory never counts against a measured process. KIND is ``drain``
 (random chats), ``ordered`` (round-robin chats with a per-chat ``seq``), ``shuffled``, or
 ``broadcast`` (one message to each of ``--chats`` private chats, ``--per-group`` to each of
-``--groups`` groups and ``--busy`` to one chat, with a per-chat ``seq``).
+``--groups`` groups and ``--busy`` to one chat, with a per-chat ``seq``). With
+``--partitions N`` the stream is partitioned: ``StreamProducer(partitions=N)`` writes each
+event to the partition stream of its chat.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ _CHUNK = 1000
 
 
 async def fill(url: str, stream: str, kind: str, count: int, args: Any) -> dict[str, Any]:
-    """Append ``count`` events to ``stream`` with ``StreamProducer.add_events`` in chunks."""
+    """Append ``count`` events to ``stream`` with ``StreamProducer.add_events`` in chunks.
+
+    The ids are the first and the last the producer returned (of any partition, if several).
+    """
     chats = args.chats
     if kind == "drain":
         events = drain_events(count, chats)
@@ -32,7 +37,7 @@ async def fill(url: str, stream: str, kind: str, count: int, args: Any) -> dict[
     else:
         events = ordered_events(count, chats, shuffled=kind == "shuffled")
     redis = connect(url)
-    producer = StreamProducer(redis, stream)
+    producer = StreamProducer(redis, stream, partitions=args.partitions)
     started = time.perf_counter()
     ids: list[str] = []
     try:
@@ -62,6 +67,7 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=0, help="broadcast: groups")
     parser.add_argument("--per-group", type=int, default=0, help="broadcast: messages per group")
     parser.add_argument("--busy", type=int, default=0, help="broadcast: messages to one chat")
+    parser.add_argument("--partitions", type=int, default=None, help="partition streams")
     args = parser.parse_args()
     result = asyncio.run(fill(args.url, args.stream, args.kind, args.events, args))
     sys.stdout.write(json.dumps(result) + "\n")
