@@ -1,15 +1,16 @@
 """A bot replica for the broadcast scenario, and the flood control's own cost.
 
 ``python -m bench.replica broadcast --url ... --stream ... --group ... --consumer ... --api ...
---partitions N --share K`` is one replica of a notification bot: ``RedisStreamProcessor``
-(default settings but ``partitions=N``) + ``BotRedisDispatcher`` whose handler sends each
-event through an aiogram ``Bot`` with ``RateLimitMiddleware`` to the Bot API stand-in at
-``--api``. It starts listening at once, on partition streams still empty, and prints
-``ready`` once it holds the leases of ``K`` partitions (its share: the replicas have divided
-them). The stream is filled then; its handlers wait for the next line on stdin (go), so the
-broadcast starts with the whole backlog there, as a broadcast does. It stops (draining, giving
-its leases back) at the line after, and prints one JSON line: what it handled, the partitions
-it held, the seqs it sent per chat, the middleware's stats.
+--partitions N --share 0,2,...`` is one replica of a notification bot:
+``RedisStreamProcessor`` (default settings but ``partitions=N``) + ``BotRedisDispatcher``
+whose handler sends each event through an aiogram ``Bot`` with ``RateLimitMiddleware`` to the
+Bot API stand-in at ``--api``. It starts listening at once, on partition streams still empty,
+and prints ``ready`` once it holds the leases of exactly the ``--share`` partitions (its share
+once every replica runs; a replica that starts first takes them all, then hands some over).
+The stream is filled then; its handlers wait for the next line on stdin (go), so the
+broadcast starts with its whole backlog waiting, as a broadcast does. It stops (draining,
+giving its leases back) at the line after, and prints one JSON line: what it handled, the
+partitions it held, the seqs it sent per chat, the middleware's stats.
 
 With ``--events N`` (the first replica) it then waits for one more line and times ``N``
 requests through a middleware of its own, on the same Redis, for chats that never wait (a
