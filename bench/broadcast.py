@@ -1,16 +1,16 @@
 """The broadcast scenario: two bot replicas pace one broadcast by Telegram's limits.
 
 A broadcast (one message to each of many private chats, some to groups, many to one chat)
-goes onto a stream of ``PARTITIONS`` partition streams, each event to its chat's partition
-(``StreamProducer(partitions=...)``). Two replicas (``bench.replica``, a process each, one
-consumer group, one Redis, one bot token, default settings but ``partitions=...``) divide
-the partitions between them through leases, so each chat is read by one replica at a time.
-They start on the empty partitions and each reports ready once it holds its share of the
-leases; only then is the stream filled, and both go together with the whole broadcast
-waiting, so no lease moves while it goes out. They send it through ``RateLimitMiddleware``
-to the Bot API stand-in, which runs in a thread of this process, answers after 50 ms and
-enforces the same limits as the middleware (``bench.replica.LIMITS``, ten times
-Telegram's). Figures:
+goes onto a stream of ``PARTITIONS`` partition streams, each event to its chat's partition.
+Two replicas (``bench.replica``, a process each, one consumer group, one Redis, one bot
+token, default settings but ``partitions=...``) divide the partitions between them through
+leases, so each chat is read by one replica at a time. They start on the empty partitions
+and each reports ready once it holds its share of the leases; only then is the broadcast
+written (``SyncStreamProducer(partitions=...)`` from this process, in about 0.1 s; the
+replicas start on its first events as they land), so no lease moves while it goes out, and
+the clock starts as the writing does. They send it through ``RateLimitMiddleware`` to the
+Bot API stand-in, which runs in a thread of this process, answers after 50 ms and enforces
+the same limits as the middleware (``bench.replica.LIMITS``, ten times Telegram's). Figures:
 
 - ``tg_rate_ratio``: messages the stand-in answered per second, from the first answer to the
   last one to a private chat of the bulk, over ``per_second``;
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import subprocess
 import sys
@@ -40,10 +41,10 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import IO, Any
 
-from bench.common import BROADCAST_FIRST_CHAT
+from bench.common import BROADCAST_FIRST_CHAT, broadcast_events
 from bench.replica import LIMITS
 from bench.scenarios import ROOT, Bench, ChildError, say
-from codex_bot.redis import partition_stream
+from codex_bot.redis import SyncStreamProducer, partition_stream
 from codex_bot.testing import RejectedCall, SentMessage, TelegramBotAPIStandIn
 
 LATENCY = 0.05
@@ -51,6 +52,7 @@ REPLICAS = 2
 PARTITIONS = 8
 STREAM = "tg:broadcast"
 _TIMEOUT = 120.0
+_CHUNK = 1000
 
 
 class StandInThread:
@@ -100,11 +102,12 @@ def run(bench: Bench) -> None:
         f"over {s.tg_groups} groups + {s.tg_busy} to one chat, {REPLICAS} replicas on "
         f"{PARTITIONS} partitions, {LIMITS.per_second:g}/s, {LATENCY * 1000:.0f} ms Bot API"
     )
-    layout = ["--groups", str(s.tg_groups), "--per-group", str(s.tg_per_group)]
-    layout += ["--busy", str(s.tg_busy), "--partitions", str(PARTITIONS)]
 
     def fill() -> None:
-        bench.fill(STREAM, "broadcast", total, s.tg_private, *layout)
+        producer = SyncStreamProducer(bench.client, STREAM, partitions=PARTITIONS)
+        events = broadcast_events(s.tg_private, s.tg_groups, s.tg_per_group, s.tg_busy)
+        while chunk := list(itertools.islice(events, _CHUNK)):
+            producer.add_events(chunk)
 
     with StandInThread() as stand_in:
         replicas, seconds = _run_replicas(bench.url, stand_in, total, s.tg_limiter_calls, fill)
@@ -140,8 +143,8 @@ def run(bench: Bench) -> None:
 def _run_replicas(
     url: str, stand_in: StandInThread, total: int, limiter_calls: int, fill: Callable[[], None]
 ) -> tuple[list[dict[str, Any]], float]:
-    """Start the replicas, fill once they hold their leases, let them go together, stop them
-    once everything was answered."""
+    """Start the replicas, fill the stream once they hold their leases, stop them once
+    everything was answered."""
     with contextlib.ExitStack() as files:
         errors = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(REPLICAS)]
         api = stand_in.api.base_url
@@ -152,9 +155,8 @@ def _run_replicas(
         try:
             if (ready := [_line(proc) for proc in procs]) != ["ready"] * REPLICAS:
                 raise ChildError(f"a replica did not take its partitions: {ready}\n{_tail(errors)}")
-            fill()
             started = time.perf_counter()
-            _tell(procs)  # go
+            fill()
             while stand_in.delivered() < total and time.perf_counter() - started < _TIMEOUT:
                 if any(proc.poll() is not None for proc in procs):
                     break

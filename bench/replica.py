@@ -7,10 +7,9 @@ whose handler sends each event through an aiogram ``Bot`` with ``RateLimitMiddle
 Bot API stand-in at ``--api``. It starts listening at once, on partition streams still empty,
 and prints ``ready`` once it holds the leases of exactly the ``--share`` partitions (its share
 once every replica runs; a replica that starts first takes them all, then hands some over).
-The stream is filled then; its handlers wait for the next line on stdin (go), so the
-broadcast starts with its whole backlog waiting, as a broadcast does. It stops (draining,
-giving its leases back) at the line after, and prints one JSON line: what it handled, the
-partitions it held, the seqs it sent per chat, the middleware's stats.
+The stream is filled then, and it sends what arrives. It stops (draining, giving its leases
+back) at the next line on stdin, and prints one JSON line: what it handled, the partitions
+it held, the seqs it sent per chat, the middleware's stats.
 
 With ``--events N`` (the first replica) it then waits for one more line and times ``N``
 requests through a middleware of its own, on the same Redis, for chats that never wait (a
@@ -55,10 +54,8 @@ async def _broadcast(args: argparse.Namespace) -> dict[str, Any]:
     bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(args.api)))
     bot.session.middleware(middleware)
     sent: dict[int, list[int]] = defaultdict(list)
-    go = asyncio.Event()
 
     async def send(payload: dict[str, Any], container: Any) -> None:
-        await go.wait()
         await bot.send_message(payload["chat_id"], f"{payload['seq']} {payload['text']}")
         sent[payload["chat_id"]].append(payload["seq"])
 
@@ -78,8 +75,6 @@ async def _broadcast(args: argparse.Namespace) -> dict[str, Any]:
         await processor.start_listening()
         held = await _hold(processor, share)
         print("ready" if held == share else f"holds {held}, not {share}", flush=True)
-        await asyncio.to_thread(sys.stdin.readline)
-        go.set()
         await asyncio.to_thread(sys.stdin.readline)
         await processor.stop_listening()
         limiter = None
