@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [drain] [latency] [slow] [memory] [broadcast]``: run, print, JSON.
+"""``python -m bench [--quick] [SCENARIO ...]``: run, print, JSON (scenarios: ``bench.sizes``).
 
 Starts a throwaway redis-server (no persistence), pre-fills the streams in subprocesses,
 runs each contender in a subprocess of its own on that one server, prints the table with

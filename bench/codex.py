@@ -4,7 +4,13 @@ Modes (``python -m bench.codex MODE --url ... --stream ...``):
 ``drain`` (no-op handler over a pre-filled backlog), ``latency`` (paced producer in the same
 process), ``slow`` (50 ms handlers, ``max_concurrency=100``, per-chat order checked) and
 ``memory`` (peak RSS while draining, minus the same process idle). ``--metrics`` runs it
-with ``codex_bot.metrics.instrument`` on, scraped once a second while it runs.
+with ``codex_bot.metrics.instrument`` on, scraped once a second while it runs;
+``--partitions 1`` drains the stream's one partition ``{STREAM:p0}`` (filled with
+``bench.fill --partitions 1``) with ``partitions=1``: leased reads and ACKs, one replica.
+``replica`` is one replica of a partitioned stream (``--partitions N --lease-ttl S
+--consumer NAME``) for the partitions scenario's failover: it prints ``ready`` once started,
+records each event it handles, and at SIGTERM stops (draining, handing its partitions over)
+and prints its JSON.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import gc
 import resource
+import signal
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
@@ -42,7 +49,9 @@ from codex_bot.redis import (
     GroupConsumer,
     RedisStreamProcessor,
     RedisStreamStorage,
+    current_event,
 )
+from codex_bot.redis.partitioning import partition_stream
 
 CONSUMER = "codex"
 SLOW_HANDLER_S = 0.05
@@ -98,12 +107,13 @@ def _processor(
     handler: Any,
     *,
     metrics: bool = False,
+    consumer: str = CONSUMER,
     **settings: Any,
 ) -> RedisStreamProcessor:
     dispatcher = BotRedisDispatcher()
     dispatcher.on_message(EVENT_TYPE)(handler)
     dispatcher.setup(container=SimpleNamespace())
-    processor = RedisStreamProcessor(storage, stream, group, CONSUMER, **settings)
+    processor = RedisStreamProcessor(storage, stream, group, consumer, **settings)
     processor.set_message_callback(dispatcher.process_message)
     if metrics:
         from prometheus_client import CollectorRegistry
@@ -151,7 +161,8 @@ async def _wait_acked(processor: RedisStreamProcessor, redis: Redis, args: Any, 
 
 async def _drain(redis: Redis, storage: RedisStreamStorage, args: Any) -> dict[str, Any]:
     """Drain ``args.events`` entries with a no-op handler; time start to last ACK."""
-    total = args.events
+    total, stream = args.events, _drained_stream(args)
+    settings = {} if args.partitions is None else {"partitions": args.partitions}
     done = asyncio.Event()
     handled = 0
 
@@ -161,7 +172,7 @@ async def _drain(redis: Redis, storage: RedisStreamStorage, args: Any) -> dict[s
         if handled == total:
             done.set()
 
-    processor = _processor(storage, args.stream, args.group, noop, metrics=args.metrics)
+    processor = _processor(storage, args.stream, args.group, noop, metrics=args.metrics, **settings)
     cpu, started = time.process_time(), time.perf_counter()
     async with _scraping(processor) as scrapes:
         await processor.start_listening()
@@ -169,12 +180,22 @@ async def _drain(redis: Redis, storage: RedisStreamStorage, args: Any) -> dict[s
         await _wait_acked(processor, redis, args, total)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     await processor.stop_listening()
-    state = await group_state(redis, args.stream, args.group)
-    result = drain_result(handled, seconds, cpu, state, await last_entry_id(redis, args.stream))
-    result["metrics"] = args.metrics
+    state = await group_state(redis, stream, args.group)
+    result = drain_result(handled, seconds, cpu, state, await last_entry_id(redis, stream))
+    result["metrics"], result["partitions"] = args.metrics, args.partitions
     if args.metrics:
         result["scrapes"] = len(scrapes)
     return result
+
+
+def _drained_stream(args: argparse.Namespace) -> str:
+    """The stream a drain reads: ``--stream``, or its one partition with ``--partitions 1``."""
+    if args.partitions is None:
+        return str(args.stream)
+    if args.partitions != 1:
+        msg = f"a drain times one stream: --partitions 1, not {args.partitions}"
+        raise ValueError(msg)
+    return partition_stream(args.stream, 0)
 
 
 async def _drain_mode(args: argparse.Namespace) -> dict[str, Any]:
@@ -184,7 +205,8 @@ async def _drain_mode(args: argparse.Namespace) -> dict[str, Any]:
         result = await _drain(redis, storage, args)
     finally:
         await redis.aclose()
-    result.update(storage.summary())
+    if args.partitions is None:  # a partition's leased storage reads past CountingStorage
+        result.update(storage.summary())
     return result
 
 
@@ -288,11 +310,52 @@ async def _memory_mode(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+HANDLED = ":handled"
+"""Suffix of the list where replicas record what they handled: ``<stream>:handled``."""
+
+
+async def _replica_mode(args: argparse.Namespace) -> dict[str, Any]:
+    """Consume ``--partitions`` partitions alongside other replicas until SIGTERM.
+
+    Each handler appends ``"<consumer> <partition stream> <n> <time.time()>"`` to
+    ``<stream>:handled`` when it starts (the parent, on the same clock, times the failover).
+    """
+    redis = connect(args.url)
+    handled = args.stream + HANDLED
+
+    async def record(payload: dict[str, Any], container: Any) -> None:
+        event = current_event()
+        where = event.stream_name if event else "-"
+        await redis.rpush(handled, f"{args.consumer} {where} {payload['n']} {time.time():.6f}")
+
+    processor = _processor(
+        RedisStreamStorage(redis),
+        args.stream,
+        args.group,
+        record,
+        consumer=args.consumer,
+        partitions=args.partitions,
+        lease_ttl=args.lease_ttl,
+    )
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        await processor.start_listening()
+        print("ready", flush=True)
+        await stop.wait()
+        owned = processor.owned_partitions
+        await processor.stop_listening()
+    finally:
+        await redis.aclose()
+    return {"consumer": args.consumer, "handled": processor.stats.handled, "owned": owned}
+
+
 _MODES = {
     "drain": _drain_mode,
     "latency": _latency_mode,
     "slow": _slow_mode,
     "memory": _memory_mode,
+    "replica": _replica_mode,
 }
 
 

@@ -120,6 +120,11 @@ def child_parser(description: str) -> argparse.ArgumentParser:
         "--metrics", action="store_true", help="codex: instrument() it and scrape once a second"
     )
     parser.add_argument("--start-id", default="0", help="drain: where a pre-made group starts")
+    parser.add_argument(
+        "--partitions", type=int, help="codex: read the stream's partitions (partitions=N)"
+    )
+    parser.add_argument("--lease-ttl", type=float, default=10.0, help="codex: partition leases")
+    parser.add_argument("--consumer", default="codex", help="replicas: the consumer name")
     return parser
 
 

@@ -3,7 +3,8 @@
 The filling client's memory never counts against a measured process. KIND is ``drain``
 (random chats), ``ordered`` (round-robin chats with a per-chat ``seq``), ``shuffled``, or
 ``broadcast`` (one message to each of ``--chats`` private chats, ``--per-group`` to each of
-``--groups`` groups and ``--busy`` to one chat, with a per-chat ``seq``).
+``--groups`` groups and ``--busy`` to one chat, with a per-chat ``seq``). ``--cluster``: URL
+is a Redis Cluster node; ``--partitions N``: write the N partition streams of STREAM.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import sys
 import time
 from typing import Any
+
+from redis.asyncio import RedisCluster
 
 from bench.common import DRAIN_CHATS, broadcast_events, connect, drain_events, ordered_events
 from codex_bot.redis import StreamProducer
@@ -31,8 +34,8 @@ async def fill(url: str, stream: str, kind: str, count: int, args: Any) -> dict[
         events = broadcast_events(chats, args.groups, args.per_group, args.busy)
     else:
         events = ordered_events(count, chats, shuffled=kind == "shuffled")
-    redis = connect(url)
-    producer = StreamProducer(redis, stream)
+    redis: Any = RedisCluster.from_url(url) if args.cluster else connect(url)
+    producer = StreamProducer(redis, stream, partitions=args.partitions)
     started = time.perf_counter()
     ids: list[str] = []
     try:
@@ -62,6 +65,8 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=0, help="broadcast: groups")
     parser.add_argument("--per-group", type=int, default=0, help="broadcast: messages per group")
     parser.add_argument("--busy", type=int, default=0, help="broadcast: messages to one chat")
+    parser.add_argument("--cluster", action="store_true", help="URL is a Redis Cluster node")
+    parser.add_argument("--partitions", type=int, help="write this many partition streams")
     args = parser.parse_args()
     result = asyncio.run(fill(args.url, args.stream, args.kind, args.events, args))
     sys.stdout.write(json.dumps(result) + "\n")

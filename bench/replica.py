@@ -130,8 +130,6 @@ async def _limiter(redis: Redis, calls: int) -> dict[str, Any]:
 def main() -> None:
     parser = child_parser(__doc__ or "")
     parser.add_argument("--api", required=True, help="the Bot API stand-in's base URL")
-    parser.add_argument("--consumer", default="replica", help="consumer name")
-    parser.add_argument("--partitions", type=int, required=True, help="partition streams")
     parser.add_argument("--share", required=True, help="the partitions to hold, as 0,2,4,6")
     args = parser.parse_args()
     result = asyncio.run(_broadcast(args))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ RSS_MB = 20.0
 METRICS_OVERHEAD = 0.10
 TG_RATE_SHARE = 0.95
 TG_LIMITER_P99_MS = 1.0
+CLUSTER_SHARE = 0.80
+BIG_ENTRY_RATIO = 5.0
+PARTITIONS_OVERHEAD = 0.10
+FAILOVER_MARGIN_S = 1.0
 
 Row = tuple[str, str, str, str]
 """(what, measured, target, PASS/MISS or a note)."""
@@ -66,6 +71,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "le",
         ),
         *_broadcast_targets(r),
+        *_cluster_targets(r),
+        *_partitions_targets(r),
     ]
 
 
@@ -97,6 +104,52 @@ def _broadcast_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _cluster_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        _target(
+            "cluster_vs_single",
+            r.get("cluster_vs_single"),
+            f">= {CLUSTER_SHARE:.0%} of one Redis",
+            CLUSTER_SHARE,
+            "ge",
+        ),
+        _target(
+            "big_entry_rss_ratio",
+            r.get("big_entry_rss_ratio"),
+            f"<= {BIG_ENTRY_RATIO:g}x the entry",
+            BIG_ENTRY_RATIO,
+            "le",
+        ),
+    ]
+
+
+def _partitions_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    ttl, handled = r.get("failover_lease_ttl_s"), r.get("failover_all_handled")
+    bound = math.inf if ttl is None else ttl + FAILOVER_MARGIN_S
+    return [
+        _target(
+            "partitions_overhead",
+            r.get("partitions_overhead"),
+            f"partitions=1 < {PARTITIONS_OVERHEAD:.0%} slower than none",
+            PARTITIONS_OVERHEAD,
+            "le",
+        ),
+        _target(
+            "failover_gap_s",
+            r.get("failover_gap_s"),
+            f"<= lease_ttl + {FAILOVER_MARGIN_S:g} s" + ("" if ttl is None else f" ({bound:g} s)"),
+            bound,
+            "le",
+        ),
+        {
+            "name": "failover_all_handled",
+            "value": handled,
+            "target": "every event handled, none pending",
+            "pass": handled,
+        },
+    ]
+
+
 def _target(name: str, value: float | None, text: str, bound: float, op: str) -> dict[str, Any]:
     ok = None if value is None else (value >= bound if op == "ge" else value <= bound)
     return {"name": name, "value": value, "target": text, "pass": ok}
@@ -114,6 +167,12 @@ def rows(r: dict[str, Any]) -> list[Row]:
         out.extend(_slow_rows(r["slow"], verdicts))
     if r.get("broadcast"):
         out.extend(_broadcast_rows(r["broadcast"], verdicts))
+    if r.get("cluster"):
+        out.extend(_cluster_rows(r, r["cluster"], verdicts))
+    if r.get("big_entry"):
+        out.extend(_big_entry_rows(r["big_entry"], verdicts))
+    if r.get("partitions"):
+        out.extend(_partitions_rows(r, r["partitions"], verdicts))
     if r.get("memory"):
         mem, verdict = r["memory"], verdicts["rss_growth_mb"]
         out.append(
@@ -184,17 +243,73 @@ def _drain_rows(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, An
 
 def _metrics_row(r: dict[str, Any], drain: dict[str, Any], verdicts: dict[str, Any]) -> Row:
     verdict = verdicts["metrics_overhead"]
-    overhead = verdict["value"]
     return (
         "drain: codex_bot, metrics on (a scrape/s)",
         _measured(r.get("codex_bot_metrics_eps"), drain.get("codex_bot_metrics")),
         verdict["target"],
-        _verdict(verdict["pass"]) + ("" if overhead is None else f" ({_slower(overhead)})"),
+        _overhead_verdict(verdict),
     )
+
+
+def _overhead_verdict(verdict: dict[str, Any]) -> str:
+    overhead = verdict["value"]
+    return _verdict(verdict["pass"]) + ("" if overhead is None else f" ({_slower(overhead)})")
 
 
 def _slower(overhead: float) -> str:
     return f"{overhead:.1%} slower" if overhead >= 0 else f"{-overhead:.1%} faster"
+
+
+def _with_redis_cpu(eps: float | None, run: dict[str, Any] | None) -> str:
+    """Events/s with the CPU per event of the consumer and of redis-server."""
+    if eps is None or not run or run.get("redis_cpu_us_per_event") is None:
+        return _measured(eps, run)
+    cpu, redis_cpu = run["cpu_us_per_event"], run["redis_cpu_us_per_event"]
+    return f"{_eps(eps)} (cpu {cpu:.1f}, redis-server {redis_cpu:.1f} us/ev)"
+
+
+def _partitions_rows(
+    r: dict[str, Any], part: dict[str, Any], verdicts: dict[str, Any]
+) -> list[Row]:
+    n, config = r["config"]["drain_events"], r["config"]
+    out: list[Row] = [
+        (
+            f"partitions: drain {n:,} ev, codex_bot, none",
+            _with_redis_cpu(r.get("partitions_baseline_eps"), part.get("baseline")),
+            "",
+            "interleaved with partitions=1",
+        ),
+        (
+            "partitions: drain, codex_bot, partitions=1",
+            _with_redis_cpu(r.get("codex_bot_p1_eps"), part.get("p1")),
+            verdicts["partitions_overhead"]["target"],
+            _overhead_verdict(verdicts["partitions_overhead"]),
+        ),
+    ]
+    run = part.get("failover")
+    if run:
+        gap, handled = verdicts["failover_gap_s"], verdicts["failover_all_handled"]
+        measured = "-" if run["gap_s"] is None else f"{run['gap_s']:.2f} s"
+        out.append(
+            (
+                f"failover: {config['failover_replicas']} replicas, "
+                f"{config['failover_partitions']} partitions, one SIGKILLed",
+                f"{measured} from the kill to the new owner's first handler "
+                f"(lease_ttl {run['lease_ttl']:g} s, {config['failover_rate']:g} ev/s)",
+                gap["target"],
+                _verdict(gap["pass"]),
+            )
+        )
+        out.append(
+            (
+                "failover: every event handled afterwards",
+                f"{run['events'] - run['unhandled']:,}/{run['events']:,} handled, "
+                f"{run['duplicates']} twice, {run['pending_after']} pending",
+                handled["target"],
+                _verdict(handled["pass"]),
+            )
+        )
+    return out
 
 
 def _latency_rows(lat: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
@@ -273,6 +388,59 @@ def _broadcast_rows(run: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
                 f"p50 {limiter['p50_ms']:.2f}, p99 {limiter['p99_ms']:.2f} ms",
                 verdicts["tg_limiter_p99_ms"]["target"],
                 _verdict(verdicts["tg_limiter_p99_ms"]["pass"]),
+            )
+        )
+    return out
+
+
+def _cluster_rows(r: dict[str, Any], run: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
+    share, spread = verdicts["cluster_vs_single"], run["partitions_per_shard"]
+    single, cluster, parts = run.get("single"), run.get("cluster"), run.get("partitioned")
+    n = r["config"]["drain_events"]
+    ratio = r.get("cluster_partitioned_vs_single")
+    return [
+        (
+            f"cluster {n:,} ev: one Redis (reference)",
+            _measured(run.get("single_eps"), single) + _redis_cpu(single),
+            "",
+            "codex_bot drain, same rounds",
+        ),
+        (
+            "cluster: 3 masters, one {hash-tagged} stream",
+            _measured(r.get("cluster_eps"), cluster) + _redis_cpu(cluster),
+            share["target"],
+            _verdict(share["pass"])
+            + ("" if share["value"] is None else f" ({share['value']:.0%})"),
+        ),
+        (
+            f"cluster: {run['partitions']} partitions ({'/'.join(map(str, spread))} per shard)",
+            _measured(r.get("cluster_partitioned_eps"), parts) + _redis_cpu(parts),
+            "",
+            "one processor" + ("" if ratio is None else f" ({ratio:.0%} of one Redis)"),
+        ),
+    ]
+
+
+def _redis_cpu(run: dict[str, Any] | None) -> str:
+    cpu = (run or {}).get("redis_cpu_us_per_event")
+    return "" if cpu is None else f", Redis {cpu:.1f} us/ev"
+
+
+def _big_entry_rows(runs: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
+    verdict, out = verdicts["big_entry_rss_ratio"], []
+    for form, label in (("json", "json: field"), ("plain", "string field")):
+        run = runs.get(form)
+        if not run:
+            continue
+        checks = [] if run["intact"] else ["PAYLOAD CHANGED"]
+        checks += [] if run["acked"] else ["NOT ACKED"]
+        out.append(
+            (
+                f"big entry {run['entry_mb']:.0f} MB, {label}: peak RSS growth",
+                f"+{run['rss_growth_mb']:.1f} MB = {run['rss_ratio']:.2f}x the entry, "
+                + (", ".join(checks) or "intact and acked"),
+                verdict["target"],
+                _verdict(None if checks else run["rss_ratio"] <= BIG_ENTRY_RATIO),
             )
         )
     return out

@@ -7,12 +7,14 @@ lines into ``results`` and prints progress as it goes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +56,24 @@ class Bench:
     # -- plumbing ----------------------------------------------------------------------
 
     def child(
-        self, module: str, mode: str, stream: str, events: int = 0, *extra: str
+        self,
+        module: str,
+        mode: str,
+        stream: str,
+        events: int = 0,
+        *extra: str,
+        url: str | None = None,
     ) -> dict[str, Any]:
-        """Run ``python -m bench.<module> <mode>`` on a fresh group; return its JSON."""
+        """Run ``python -m bench.<module> <mode>`` on a fresh group; return its JSON.
+
+        ``url``: another Redis than the benchmark's (its CPU is then not counted here).
+        """
         self._groups += 1
         group = f"{module}-{mode}-{self._groups}"
-        cmd = [sys.executable, "-m", f"bench.{module}", mode, "--url", self.url]
+        cmd = [sys.executable, "-m", f"bench.{module}", mode, "--url", url or self.url]
         cmd += ["--stream", stream, "--group", group, "--events", str(events), *extra]
-        redis_cpu, started = self._redis_cpu(), time.perf_counter()
+        redis_cpu = self._redis_cpu() if url is None else None
+        started = time.perf_counter()
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, check=False
         )
@@ -76,10 +88,17 @@ class Bench:
         return result
 
     def fill(
-        self, stream: str, kind: str, events: int, chats: int | None = None, *extra: str
+        self,
+        stream: str,
+        kind: str,
+        events: int,
+        chats: int | None = None,
+        *extra: str,
+        url: str | None = None,
     ) -> dict[str, Any]:
         """Pre-fill ``stream`` from a subprocess (its memory never counts anywhere)."""
-        cmd = [sys.executable, "-m", "bench.fill", self.url, stream, kind, str(events), *extra]
+        cmd = [sys.executable, "-m", "bench.fill", url or self.url, stream, kind, str(events)]
+        cmd += extra
         if chats is not None:
             cmd += ["--chats", str(chats)]
         proc = subprocess.run(
@@ -115,19 +134,7 @@ class Bench:
         s, r = self.sizes, self.results
         say(f"drain: {s.drain_events:,} events, no-op handler, fresh group per run")
         self.fill("drain", "drain", s.drain_events)
-        runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in DRAIN_CONTENDERS}
-        # interleaved, so a noisy neighbour slows every contender alike
-        for n in range(s.repeat):
-            for name, module, extra in DRAIN_CONTENDERS:
-                run = self.attempt(
-                    name, self.child, module, "drain", "drain", s.drain_events, *extra
-                )
-                if run:
-                    runs[name].append(run)
-                    say(f"  {name} run {n + 1}/{s.repeat}: {_eps(run)}{_acked(run)}")
-        drain: dict[str, Any] = {f"{name}_runs": found for name, found in runs.items()}
-        for name, found in runs.items():
-            drain[name] = _median_run(found)
+        drain = self.drain_rounds(DRAIN_CONTENDERS, "drain")
         drain["v040"] = self.attempt(
             "codex-bot 0.4.0-style", self.child, "v040_baseline", "drain", "drain", s.drain_events
         )
@@ -151,7 +158,7 @@ class Bench:
         r["codex_bot_metrics_eps"] = _get(drain["codex_bot_metrics"], "eps")
         if r["codex_bot_eps"] and r["codex_bot_metrics_eps"]:
             r["metrics_overhead"] = 1 - r["codex_bot_metrics_eps"] / r["codex_bot_eps"]
-            pairs = zip(runs["codex_bot"], runs["codex_bot_metrics"], strict=False)
+            pairs = zip(drain["codex_bot_runs"], drain["codex_bot_metrics_runs"], strict=False)
             r["metrics_overhead_per_round"] = [1 - on["eps"] / off["eps"] for off, on in pairs]
         r["v040_eps"] = _get(drain["v040"], "eps")
         r["faststream_eps"] = _get(drain["faststream"], "eps")
@@ -168,6 +175,33 @@ class Bench:
                 k: drain["codex_bot"].get(k)
                 for k in ("entries_per_read", "read_count_histogram", "ids_per_ack", "ack_calls")
             }
+
+    def drain_rounds(
+        self, contenders: tuple[tuple[str, str, tuple[str, ...]], ...], stream: str
+    ) -> dict[str, Any]:
+        """``rounds`` of ``drain_events`` drains of ``stream``: (name, module, extra arguments)."""
+        events = self.sizes.drain_events
+        return self.rounds(
+            {
+                name: functools.partial(self.child, module, "drain", stream, events, *extra)
+                for name, module, extra in contenders
+            }
+        )
+
+    def rounds(self, contenders: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, Any]:
+        """Run every contender ``repeat`` times, interleaved, so a noisy neighbour slows
+        every contender alike; return each one's runs (``<name>_runs``) and median run."""
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+        for n in range(self.sizes.repeat):
+            for name, contender in contenders.items():
+                run = self.attempt(name, contender)
+                if run:
+                    runs[name].append(run)
+                    say(f"  {name} run {n + 1}/{self.sizes.repeat}: {_eps(run)}{_acked(run)}")
+        result: dict[str, Any] = {f"{name}_runs": found for name, found in runs.items()}
+        for name, found in runs.items():
+            result[name] = median_run(found)
+        return result
 
     def _faststream_drain(self) -> dict[str, Any] | None:
         reason = None if self.faststream else "disabled with --no-faststream"
@@ -267,6 +301,21 @@ class Bench:
 
         broadcast.run(self)
 
+    def cluster(self) -> None:
+        from bench import cluster  # starts a Redis Cluster of its own
+
+        cluster.run(self)
+
+    def big_entry(self) -> None:
+        from bench import big_entry
+
+        big_entry.run(self)
+
+    def partitions(self) -> None:
+        from bench import partitions  # the partitioned drain and the failover
+
+        partitions.run(self)
+
     def memory(self) -> None:
         s, r = self.sizes, self.results
         say(f"memory: peak RSS while draining {s.memory_events:,} events")
@@ -283,7 +332,7 @@ class Bench:
             r["rss_peak_mb"] = run["rss_peak_mb"]
 
 
-def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not runs:
         return None
     eps = statistics.median_low(run["eps"] for run in runs)

@@ -5,7 +5,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-SCENARIOS = ("drain", "latency", "slow", "memory", "broadcast")
+SCENARIOS = (
+    "drain",
+    "latency",
+    "slow",
+    "memory",
+    "broadcast",
+    "partitions",
+    "cluster",
+    "big_entry",
+)
 REQUIRED_KEYS = (
     "raw_eps",
     "codex_bot_eps",
@@ -21,6 +30,16 @@ REQUIRED_KEYS = (
     "tg_dead",
     "tg_order_ok",
     "tg_limiter_p99_ms",
+    "cluster_eps",
+    "cluster_vs_single",
+    "cluster_partitioned_eps",
+    "big_entry_mb",
+    "big_entry_rss_ratio",
+    "codex_bot_p1_eps",
+    "partitions_overhead",
+    "failover_gap_s",
+    "failover_lease_ttl_s",
+    "failover_all_handled",
 )
 
 
@@ -30,7 +49,12 @@ class Sizes:
 
     The ``tg_`` fields are the broadcast's: private chats (one message each), groups,
     messages per group, messages to one busy chat, and the sends timed through the flood
-    control afterwards.
+    control afterwards. The cluster scenario drains ``drain_events`` too; ``big_entry_mb``
+    is the size of the one big entry of the big_entry scenario.
+
+    The ``failover_`` fields are the partitions scenario's: replica processes, partitions,
+    their ``lease_ttl`` and the events per second the producer pushes meanwhile (its
+    partitioned drain uses ``drain_events`` and ``repeat``).
     """
 
     drain_events: int
@@ -46,7 +70,12 @@ class Sizes:
     tg_per_group: int
     tg_busy: int
     tg_limiter_calls: int
+    failover_replicas: int
+    failover_partitions: int
+    failover_lease_ttl: float
+    failover_rate: float
     extras: bool
+    big_entry_mb: int
 
 
 FULL = Sizes(
@@ -63,7 +92,12 @@ FULL = Sizes(
     tg_per_group=20,
     tg_busy=100,
     tg_limiter_calls=5_000,
+    failover_replicas=3,
+    failover_partitions=6,
+    failover_lease_ttl=2.0,
+    failover_rate=500.0,
     extras=True,
+    big_entry_mb=20,
 )
 QUICK = dataclasses.replace(
     FULL,
@@ -79,5 +113,8 @@ QUICK = dataclasses.replace(
     tg_per_group=10,
     tg_busy=10,
     tg_limiter_calls=500,
+    failover_lease_ttl=1.0,
+    failover_rate=200.0,
     extras=False,
+    big_entry_mb=5,
 )

@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from typing import overload
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from codex_bot.redis.exceptions import CodexBotError
 
@@ -69,7 +69,7 @@ def check_redis_url(url: str, name: str = "REDIS_URL") -> str:
         ConfigurationError: the scheme is not ``redis``, ``rediss`` or ``unix``, the port
             or the database number is not a number, or a ``unix://`` URL has no path.
     """
-    problem = _problem(url)
+    problem = redis_url_problem(url)
     if problem:
         msg = f"{name}={mask_password(url)!r} {problem}; expected {REDIS_URL_FORMS}"
         raise ConfigurationError(msg)
@@ -118,13 +118,24 @@ def redis_url_from_env(
     return check_redis_url(value, name)
 
 
-def _problem(url: str) -> str | None:
-    """What is wrong with ``url`` as a Redis URL, or None."""
+def redis_url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a Redis URL (``"has no scheme"``, ...), or None.
+
+    The message never holds the URL's password.
+    """
     if not _SCHEME_PREFIX.match(url):
         return "has no scheme"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL": an unclosed "[" (no password in it)
+        return f"is not a valid URL ({exc})"
     if parts.scheme not in _SCHEMES:  # urlsplit lower-cases it, as redis-py and arq do
         return f"has the scheme {parts.scheme!r}"
+    return _address_problem(parts)
+
+
+def _address_problem(parts: SplitResult) -> str | None:
+    """What is wrong with the port, socket path or database number of a Redis URL."""
     try:
         parts.port  # noqa: B018 - urlsplit checks the port only when asked for it
     except ValueError:

@@ -7,6 +7,8 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from aiogram.utils.token import TokenValidationError, validate_token
+
 from codex_bot.config import ConfigurationError, redis_url_from_env
 from codex_bot.telegram import TelegramLimits
 
@@ -83,8 +85,9 @@ class Settings:
         """Read the settings from ``environ`` (default ``os.environ``).
 
         Raises:
-            SettingsError: ``BOT_TOKEN`` or ``REDIS_URL`` is missing (or empty), ``REDIS_URL``
-                is not a Redis URL, or a number does not parse.
+            SettingsError: ``BOT_TOKEN`` or ``REDIS_URL`` is missing (or empty), ``BOT_TOKEN``
+                is not shaped like a token, ``REDIS_URL`` is not a Redis URL, or a number
+                does not parse.
         """
         env = os.environ if environ is None else environ
         try:
@@ -97,6 +100,12 @@ class Settings:
         if missing:
             msg = f"set {' and '.join(missing)} in the environment"
             raise SettingsError(msg)
+        try:
+            validate_token(env["BOT_TOKEN"])
+        except TokenValidationError:
+            # never the token itself: it is the bot's password
+            msg = "BOT_TOKEN is not a bot token (expected <bot id>:<secret>, from @BotFather)"
+            raise SettingsError(msg) from None
         values: dict[str, object] = {"redis_url": redis_url}
         for item in fields(cls):
             raw = env.get(_ENV_NAMES.get(item.name, item.name.upper()))

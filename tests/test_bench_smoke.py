@@ -1,4 +1,5 @@
-"""The benchmark runs end to end (``--quick drain broadcast``, ~15 s) and reports every key."""
+"""The benchmark runs end to end (``--quick``: drain and broadcast, partitions, cluster and
+big_entry) and reports every key."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,20 +19,26 @@ from bench.sizes import REQUIRED_KEYS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(120)
-def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
+def run_quick(tmp_path: Path, *scenarios: str, timeout: float) -> tuple[str, dict[str, Any]]:
+    """``python -m bench --quick SCENARIOS``: what it printed, the results it wrote."""
     out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "drain", "broadcast", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", *scenarios, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=timeout,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    results = json.loads(out.read_text())
+    results: dict[str, Any] = json.loads(out.read_text())
     assert set(REQUIRED_KEYS) <= set(results)
+    return proc.stdout, results
+
+
+@pytest.mark.timeout(120)
+def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
+    stdout, results = run_quick(tmp_path, "drain", "broadcast", timeout=110)
     for key in ("raw_eps", "codex_bot_eps", "codex_bot_metrics_eps", "v040_eps"):
         assert results[key] > 0, key
     assert results["metrics_overhead"] is not None
@@ -43,7 +51,7 @@ def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
     else:
         assert results["faststream_eps"] > 0
     assert results["machine"]["cores"]
-    assert "codex_bot, default settings" in proc.stdout
+    assert "codex_bot, default settings" in stdout
 
     # the broadcast: two replicas split the partitions, everything arrives, every chat in order
     broadcast = results["broadcast"]
@@ -61,7 +69,56 @@ def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
     assert isinstance(results["tg_floods"], int)  # 0 on a quiet machine: see make bench
     assert 0 < results["tg_limiter_p99_ms"] < 50
     assert broadcast["limiter"]["waited"] == 0
-    assert "flood control: added to a send that does not wait" in proc.stdout
+    assert "flood control: added to a send that does not wait" in stdout
+
+
+@pytest.mark.timeout(120)
+def test_quick_cluster_and_big_entry_write_their_keys(tmp_path: Path) -> None:
+    stdout, results = run_quick(tmp_path, "cluster", "big_entry", timeout=110)
+
+    # the cluster: every contender drained everything, the partitions on every shard
+    for key in ("cluster_eps", "cluster_partitioned_eps", "cluster_vs_single"):
+        assert results[key] > 0, key
+    cluster = results["cluster"]
+    for contender in ("single", "cluster", "partitioned"):
+        assert cluster[contender]["all_acked"], cluster[contender]
+        assert cluster[contender]["events"] == 3_000
+        assert cluster[contender]["redis_cpu_us_per_event"] > 0
+    assert cluster["partitioned"]["owned_partitions"] == list(range(6))
+    assert cluster["partitions_per_shard"] == [2, 2, 2]
+    assert "one {hash-tagged} stream" in stdout
+
+    # the big entry: each form arrived intact, was acknowledged, and RSS was measured
+    assert 5.0 <= results["big_entry_mb"] < 5.1
+    assert results["big_entry_rss_ratio"] > 0.5  # the entry is in memory at least once
+    assert results["big_entry_ok"] is True
+    for form in ("json", "plain"):
+        run = results["big_entry"][form]
+        assert run["intact"] and run["acked"], run
+        assert run["dead_letters"] == 0
+        assert run["rss_samples"] > 0
+    assert "big entry 5 MB, json: field" in stdout
+
+
+@pytest.mark.timeout(90)
+def test_quick_partitions_write_their_keys(tmp_path: Path) -> None:
+    stdout, results = run_quick(tmp_path, "partitions", timeout=80)
+    assert results["codex_bot_p1_eps"] > 0
+    assert results["partitions_baseline_eps"] > 0
+    assert results["partitions_overhead"] is not None
+    drain = results["partitions"]
+    assert drain["p1"]["all_acked"], drain["p1"]
+    assert drain["p1"]["partitions"] == 1
+    assert drain["baseline"]["all_acked"], drain["baseline"]
+    # the failover: the dead replica's partitions are read again, nothing is lost
+    failover = drain["failover"]
+    assert results["failover_lease_ttl_s"] == 1.0
+    assert 0 < results["failover_gap_s"] < 30
+    assert len(failover["gaps_s"]) == 2  # 6 partitions over 3 replicas
+    assert results["failover_all_handled"] is True
+    assert failover["unhandled"] == failover["pending_after"] == 0
+    assert sorted(len(replica["owned"]) for replica in failover["replicas"]) == [3, 3]
+    assert "failover: every event handled afterwards" in stdout
 
 
 def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
@@ -104,5 +161,10 @@ def test_targets_and_table_from_partial_results() -> None:
         "tg_dead": None,
         "tg_order_ok": None,
         "tg_limiter_p99_ms": False,
+        "cluster_vs_single": None,
+        "big_entry_rss_ratio": None,
+        "partitions_overhead": None,
+        "failover_gap_s": None,
+        "failover_all_handled": None,
     }
     assert render(rows(results)).startswith("scenario")

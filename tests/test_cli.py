@@ -351,3 +351,42 @@ async def test_unknown_streams_and_groups_fail_in_one_line(
     )
     stats = (await cli("stats", "--stream", stream, "--json", url=url)).json()
     assert sorted(group["name"] for group in stats["groups"]) == ["analytics", GROUP]
+
+
+async def test_a_url_redis_py_would_misread_is_refused_before_connecting() -> None:
+    # redis-py reads "/abc" as no database at all and would use database 0
+    port = free_port()
+    for url, problem in {
+        f"redis://:{PASSWORD}@127.0.0.1:{port}/abc": "has a database number that is not a number",
+        f"redis://:{PASSWORD}@[::1:{port}/0": "is not a valid URL",
+    }.items():
+        result = await cli("stats", "--redis-url", url)
+        line = one_line_error(result)
+        assert line.startswith("Error: invalid Redis URL redis://:***@"), line
+        assert line.endswith(problem) or f"{problem} (" in line, line
+        assert PASSWORD not in result.out + result.err
+
+
+async def test_dead_show_says_which_letters_no_handler_failed_for(
+    redis_server: RedisServer, redis: Redis, stream: str
+) -> None:
+    from codex_bot.redis import BotRedisDispatcher, RedisStreamProcessor, RedisStreamStorage
+
+    dispatcher = BotRedisDispatcher()  # handles no type at all
+    dispatcher.setup(container=None)
+    processor = RedisStreamProcessor(RedisStreamStorage(redis), stream, GROUP, "c1")
+    processor.set_message_callback(dispatcher.process_message)
+    await StreamProducer(redis, stream).add_event("order.typo", {"chat_id": 1})
+    await redis.xadd(stream, {"chat_id": "2"})  # no type
+
+    async def both_dead() -> bool:
+        return await redis.xlen(f"{stream}:dead") == 2
+
+    async with processor:
+        await wait_for(both_dead, message="2 dead letters")
+    letters = await redis.xrange(f"{stream}:dead")
+    assert len(letters) == 2
+    for letter_id, _ in letters:
+        text = (await cli("dead", "show", letter_id, "--stream", stream, url=redis_server.url)).out
+        # not "parked": a parked entry is one whose dead letter could NOT be written
+        assert "handler    - (not a handler failure)" in text, text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -136,6 +137,33 @@ async def test_nan_and_infinity_are_not_json_on_the_way_in_either(any_redis, str
     entry_id = await any_redis.xadd(stream, {"type": "x", "v": value})
     with pytest.raises(MalformedEventError, match="is not valid JSON"):
         decode_fields(await stored_fields(any_redis, stream, entry_id))
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [("json:[1] x", "Extra data"), ("json:", "Expecting value"), ("json: [1", "Expecting")],
+)
+def test_what_follows_the_prefix_must_be_one_json_value(value, why):
+    with pytest.raises(MalformedEventError, match=why):
+        decode_fields({b"v": value.encode()})
+
+
+def test_whitespace_around_a_json_value_is_allowed():
+    assert decode_fields({b"v": b"json: \n[1, 2]\t "}) == {"v": [1, 2]}
+
+
+def test_a_big_json_value_is_decoded_without_a_copy_of_its_text():
+    text = "x" * 4_000_000
+    fields = {b"v": f'json:"{text}"'.encode()}
+    tracemalloc.start()
+    try:
+        payload = decode_fields(fields)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert payload["v"] == text
+    # the decoded field and the JSON string; a slice of the field after "json:" is a third
+    assert peak < 2.5 * len(text), peak
 
 
 async def test_non_utf8_bytes_are_malformed(redis_server, make_client, stream):

@@ -98,3 +98,11 @@ def test_mask_password() -> None:
 def test_a_path_without_a_database_number_is_dropped_for_arq() -> None:
     assert check_redis_url("redis://:pw@localhost:6379/") == "redis://:pw@localhost:6379"
     RedisSettings.from_dsn(check_redis_url("redis://localhost:6379//"))
+
+
+def test_a_url_python_cannot_split_fails_with_one_line() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        redis_url_from_env("REDIS_URL", environ={"REDIS_URL": "redis://:s3cret@[::1:6379/0"})
+    message = str(caught.value)
+    assert message.startswith("REDIS_URL='redis://***@[::1:6379/0' is not a valid URL")
+    assert "s3cret" not in message

@@ -60,3 +60,18 @@ def test_health_port_is_off_unless_set() -> None:
     assert (settings.health_port, settings.health_host) == (8080, "127.0.0.1")
     with pytest.raises(SettingsError, match="HEALTH_PORT='http' is not a valid int"):
         Settings.from_env({**required, "HEALTH_PORT": "http"})
+
+
+@pytest.mark.parametrize("token", ["SECRET", "SECRET:1", "1:SEC RET", " 1:SECRET"])
+def test_main_exits_2_with_one_line_on_a_malformed_bot_token(
+    token: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # aiogram's Bot(token) would raise TokenValidationError with a traceback
+    monkeypatch.setenv("BOT_TOKEN", token)
+    monkeypatch.setenv("REDIS_URL", "redis://localhost:6379/0")
+
+    assert main_entry() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("example_bot: BOT_TOKEN is not a bot token"), err
+    assert "SEC" not in err  # a token is a secret

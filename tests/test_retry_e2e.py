@@ -769,11 +769,11 @@ async def test_a_retry_still_waiting_for_a_worker_is_not_dead_lettered(
             await StreamProducer(redis, stream).add_event("x", {"chat_id": 7})
             await wait_for(lambda: len(calls) == 1, message="the first attempt")
             # sweeps look at the overdue retry while arq still holds it, and wait
-            first = await _due_score(redis, stream)
+            first = await wait_for(lambda: _due_score(redis, stream), message="the retry noted")
 
             async def looked_at_again() -> bool:
                 score = await _due_score(redis, stream)
-                return score is not None and first is not None and score > first
+                return score is not None and score > first
 
             await wait_for(looked_at_again, message="the reaper to look and wait")
             assert await redis.xlen(stream + ":dead") == 0

@@ -14,6 +14,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from codex_bot.cli.params import mask
+from codex_bot.config import redis_url_problem
 from codex_bot.ops import GroupNotChosenError, OpsError, PartitionedOps, StreamOps
 from codex_bot.redis.constants import DEFAULT_STREAM
 from codex_bot.redis.partitioning import check_partitioned_name
@@ -154,6 +155,10 @@ def connect(target: Target, url: str | None = None, *, cluster: bool | None = No
     if not url:
         msg = "no Redis URL: pass --redis-url or set REDIS_URL"
         raise target.fail(msg)
+    # redis-py reads some malformed URLs silently otherwise ("/abc" as database 0)
+    if problem := redis_url_problem(url):
+        msg = f"invalid Redis URL {url}: {problem}"
+        raise target.fail(msg, url)
     try:
         client: AnyRedis
         if target.cluster if cluster is None else cluster:

@@ -156,7 +156,7 @@ def show(letter_id: str, **options: Any) -> None:
         ("time", f"{timestamp(letter.at_ms)} UTC"),
         ("type", letter.event_type or "-"),
         ("reason", letter.reason),
-        ("handler", letter.handler or "- (parked by the processor)"),
+        ("handler", letter.handler or "- (not a handler failure)"),
         ("error", letter.error or "-"),
         ("source id", letter.source_id or "-"),
         ("origin id", letter.origin_id or "-"),

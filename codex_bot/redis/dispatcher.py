@@ -31,7 +31,7 @@ from codex_bot.redis.policy import (
     classify_failure,
 )
 from codex_bot.redis.reports import DeadLetter, DispatchReport
-from codex_bot.redis.router import HandlerEntry, RedisRouter
+from codex_bot.redis.router import HandlerEntry, RedisRouter, check_registration
 from codex_bot.redis.settle import FailureSettler
 from codex_bot.redis.types import FilterFunc, HandlerFunc, Payload, RetrySchedulerProtocol
 
@@ -165,9 +165,12 @@ class BotRedisDispatcher:
         """Register the decorated handler for ``message_type`` on the dispatcher itself.
 
         Raises:
-            TypeError: (from the decorator) the handler is not an ``async def`` taking
-                ``(payload, container)``.
+            TypeError: ``message_type`` is not a string, or ``filter_func`` is an
+                ``async def``; (from the decorator) the handler is not an ``async def``
+                taking ``(payload, container)``.
+            ValueError: ``message_type`` is empty.
         """
+        check_registration(message_type, filter_func, "dispatcher.on_message")
 
         def decorator(handler: HandlerFunc) -> HandlerFunc:
             own = RedisRouter()

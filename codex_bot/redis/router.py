@@ -44,6 +44,46 @@ def check_handler(handler: Any) -> None:
         raise TypeError(msg) from None
 
 
+def check_registration(message_type: Any, filter_func: Any, method: str) -> None:
+    """Refuse, at registration, an event type or filter that could never work.
+
+    ``@router.message`` written without its event type hands the handler over as the type:
+    nothing would be registered, and the events dead-lettered as a type nobody handles. An
+    ``async def`` filter would be called without ``await``: its coroutine is always true.
+
+    ``method`` names the decorator as a user writes it, e.g. ``"redis_router.message"``.
+
+    Raises:
+        TypeError: the type is not a string, or the filter is not a plain callable.
+        ValueError: the type is empty.
+    """
+    if not isinstance(message_type, str):
+        if callable(message_type):
+            msg = (
+                f'{method}() takes the event type first: write @{method}("order.paid"), '
+                f"not @{method}"
+            )
+        else:
+            msg = f"the event type must be a string, not {type(message_type).__name__}"
+        raise TypeError(msg)
+    if not message_type:
+        msg = "the event type must be a non-empty string"
+        raise ValueError(msg)
+    if filter_func is None:
+        return
+    name = getattr(filter_func, "__qualname__", None) or type(filter_func).__qualname__
+    if not callable(filter_func):
+        msg = f"filter_func {name!r} is not callable"
+        raise TypeError(msg)
+    call = filter_func if inspect.isroutine(filter_func) else type(filter_func).__call__
+    if inspect.iscoroutinefunction(filter_func) or inspect.iscoroutinefunction(call):
+        msg = (
+            f"filter_func {name!r} must be a plain function payload -> bool; an 'async def' "
+            "filter is never awaited and always lets the handler run"
+        )
+        raise TypeError(msg)
+
+
 class RedisRouter:
     """Handlers of one feature, by event type; ``feature_setting.py`` declares one.
 
@@ -76,9 +116,12 @@ class RedisRouter:
             A decorator that returns the handler unchanged.
 
         Raises:
-            TypeError: (from the decorator) the handler is not an ``async def`` taking
-                ``(payload, container)``.
+            TypeError: ``message_type`` is not a string (``@router.message`` without it), or
+                ``filter_func`` is an ``async def``; (from the decorator) the handler is not
+                an ``async def`` taking ``(payload, container)``.
+            ValueError: ``message_type`` is empty.
         """
+        check_registration(message_type, filter_func, "redis_router.message")
 
         def decorator(handler: HandlerFunc) -> HandlerFunc:
             check_handler(handler)
