@@ -1,23 +1,35 @@
 """The broadcast scenario: two bot replicas pace one broadcast by Telegram's limits.
 
-A stream is pre-filled with a broadcast (one message to each of many private chats, some
-to groups, many to one chat). Two replicas (``bench.replica``, a process each, one consumer
-group, one Redis, one bot token) send it through ``RateLimitMiddleware`` to the Bot API
-stand-in, which runs in a thread of this process, answers after 50 ms and enforces the
-same limits as the middleware (``bench.replica.LIMITS``, ten times Telegram's). Figures:
+A broadcast (one message to each of many private chats, some to groups, many to one chat)
+goes onto a stream of ``PARTITIONS`` partition streams, each event to its chat's partition.
+Two replicas (``bench.replica``, a process each, one consumer group, one Redis, one bot
+token, default settings but ``partitions=...``) divide the partitions between them through
+leases, so each chat is read by one replica at a time. They start on the empty partitions
+and each reports ready once it holds its share of the leases; only then is the broadcast
+written (``SyncStreamProducer(partitions=...)`` from this process, in about 0.1 s; the
+replicas start on its first events as they land), so no lease moves while it goes out, and
+the clock starts as the writing does. They send it through ``RateLimitMiddleware`` to the
+Bot API stand-in, which runs in a thread of this process, answers after 50 ms and enforces
+the same limits as the middleware (``bench.replica.LIMITS``, ten times Telegram's). Figures:
 
 - ``tg_rate_ratio``: messages the stand-in answered per second, from the first answer to the
   last one to a private chat of the bulk, over ``per_second``;
-- ``tg_floods``: 429s it answered; ``tg_dead``: dead letters;
-- ``tg_order_ok``: each replica's messages to each chat arrived in stream order;
+- ``tg_floods``: 429s it answered; ``tg_dead``: dead letters (of every partition);
+- ``tg_order_ok``: every chat's messages arrived at the stand-in in stream order, whichever
+  replica sent them, each once, and all of them (``replica_order_ok`` checks each
+  replica's own messages alone, the weaker check of replicas without partitions);
 - ``tg_limiter_p99_ms``: what the middleware adds to a request that does not wait (p99),
   measured by the first replica once the broadcast is over, on the same Redis.
+
+``broadcast.replicas`` says which partitions each replica held and how many events it
+handled; ``chats_on_both`` counts the chats both replicas sent to (0 with partitions).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import subprocess
 import sys
@@ -25,19 +37,22 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import IO, Any
 
-from bench.common import BROADCAST_FIRST_CHAT
+from bench.common import BROADCAST_FIRST_CHAT, broadcast_events
 from bench.replica import LIMITS
 from bench.scenarios import ROOT, Bench, ChildError, say
+from codex_bot.redis import SyncStreamProducer, partition_stream
 from codex_bot.testing import RejectedCall, SentMessage, TelegramBotAPIStandIn
 
 LATENCY = 0.05
 REPLICAS = 2
+PARTITIONS = 8
 STREAM = "tg:broadcast"
 _TIMEOUT = 120.0
+_CHUNK = 1000
 
 
 class StandInThread:
@@ -79,29 +94,40 @@ class StandInThread:
 
 
 def run(bench: Bench) -> None:
-    """Fill the stream, run the two replicas, measure the middleware; fill ``bench.results``."""
+    """Run the two replicas, fill the stream, measure the middleware; fill ``bench.results``."""
     s, r = bench.sizes, bench.results
     total = s.tg_private + s.tg_groups * s.tg_per_group + s.tg_busy
     say(
         f"broadcast: {s.tg_private:,} private chats + {s.tg_groups * s.tg_per_group} messages "
-        f"over {s.tg_groups} groups + {s.tg_busy} to one chat, {REPLICAS} replicas, "
-        f"{LIMITS.per_second:g}/s, {LATENCY * 1000:.0f} ms Bot API"
+        f"over {s.tg_groups} groups + {s.tg_busy} to one chat, {REPLICAS} replicas on "
+        f"{PARTITIONS} partitions, {LIMITS.per_second:g}/s, {LATENCY * 1000:.0f} ms Bot API"
     )
-    layout = ["--groups", str(s.tg_groups), "--per-group", str(s.tg_per_group)]
-    bench.fill(STREAM, "broadcast", total, s.tg_private, *layout, "--busy", str(s.tg_busy))
+
+    def fill() -> None:
+        producer = SyncStreamProducer(bench.client, STREAM, partitions=PARTITIONS)
+        events = broadcast_events(s.tg_private, s.tg_groups, s.tg_per_group, s.tg_busy)
+        while chunk := list(itertools.islice(events, _CHUNK)):
+            producer.add_events(chunk)
+
     with StandInThread() as stand_in:
-        replicas, seconds = _run_replicas(bench.url, stand_in, total, s.tg_limiter_calls)
+        replicas, seconds = _run_replicas(bench.url, stand_in, total, s.tg_limiter_calls, fill)
         sent, rejected, floods = stand_in.records()
-    dead = int(bench.client.xlen(STREAM + ":dead"))
+    dead_letters = [partition_stream(STREAM, i) + ":dead" for i in range(PARTITIONS)]
+    dead = sum(int(bench.client.xlen(stream)) for stream in dead_letters)
     run = analyse(sent, rejected, replicas, s.tg_private, total)
-    for replica in replicas:  # the seqs per chat served the order check; too long to keep
+    for replica in replicas:  # the seqs per chat served the order checks; too long to keep
         del replica["sent"]
     run |= {"floods": floods, "dead": dead, "seconds": seconds, "replicas": replicas}
     say(
         f"  {run['delivered']:,}/{total:,} delivered in {seconds:.1f} s, {run['rate']:.1f} msg/s "
         f"({run['rate_ratio']:.1%} of {LIMITS.per_second:g}), 429s {floods}, dead {dead}, "
-        f"order ok: {run['order_ok']}"
+        f"every chat in order: {run['order_ok']}, each replica's: {run['replica_order_ok']}"
     )
+    for replica in replicas:
+        say(
+            f"  {replica['consumer']}: partitions {replica['partitions']}, "
+            f"{replica['handled']:,} handled"
+        )
     limiter = replicas[0]["limiter"]
     if limiter:
         p50, p99 = limiter["p50_ms"], limiter["p99_ms"]
@@ -115,9 +141,10 @@ def run(bench: Bench) -> None:
 
 
 def _run_replicas(
-    url: str, stand_in: StandInThread, total: int, limiter_calls: int
+    url: str, stand_in: StandInThread, total: int, limiter_calls: int, fill: Callable[[], None]
 ) -> tuple[list[dict[str, Any]], float]:
-    """Start the replicas, let them go together, stop them once everything was answered."""
+    """Start the replicas, fill the stream once they hold their leases, stop them once
+    everything was answered."""
     with contextlib.ExitStack() as files:
         errors = [files.enter_context(tempfile.TemporaryFile("w+")) for _ in range(REPLICAS)]
         api = stand_in.api.base_url
@@ -126,10 +153,10 @@ def _run_replicas(
             for n, err in enumerate(errors, 1)
         ]
         try:
-            if [_line(proc) for proc in procs] != ["ready"] * REPLICAS:
-                raise ChildError(f"a replica did not start:\n{_tail(errors)}")
+            if (ready := [_line(proc) for proc in procs]) != ["ready"] * REPLICAS:
+                raise ChildError(f"a replica did not take its partitions: {ready}\n{_tail(errors)}")
             started = time.perf_counter()
-            _tell(procs)  # go
+            fill()
             while stand_in.delivered() < total and time.perf_counter() - started < _TIMEOUT:
                 if any(proc.poll() is not None for proc in procs):
                     break
@@ -160,7 +187,7 @@ def analyse(
     private: int,
     total: int,
 ) -> dict[str, Any]:
-    """Delivery, rate while the bulk went out, and per-replica order from the stand-in's log."""
+    """Delivery, rate while the bulk went out, and order per chat from the stand-in's log."""
     bulk = range(BROADCAST_FIRST_CHAT, BROADCAST_FIRST_CHAT + private)
     answers = sorted([m.at for m in sent] + [call.at for call in rejected])
     bulk_end = max((m.at for m in sent if m.chat_id in bulk), default=0.0)
@@ -171,6 +198,9 @@ def analyse(
     for message in sent:  # in arrival order
         arrived[message.chat_id].append(int(message.text.split(" ", 1)[0]))
     delivered = {(chat, seq) for chat, seqs in arrived.items() for seq in seqs}
+    # a chat's seqs are 0, 1, ... in stream order: they must arrive as exactly that
+    in_order = all(seqs == list(range(len(seqs))) for seqs in arrived.values())
+    chats = [set(replica["sent"]) for replica in replicas]
     return {
         "events": total,
         "delivered": len(delivered),
@@ -178,7 +208,10 @@ def analyse(
         "rate": rate,
         "rate_ratio": rate / LIMITS.per_second,
         "bulk_seconds": span,
-        "order_ok": len(delivered) == total and all(_in_order(r, arrived) for r in replicas),
+        "order_ok": len(delivered) == total and in_order,
+        "replica_order_ok": all(_in_order(replica, arrived) for replica in replicas),
+        "chats_on_both": len(set.intersection(*chats)),
+        "partitions": PARTITIONS,
         "handled": [replica["handled"] for replica in replicas],
     }
 
@@ -193,12 +226,18 @@ def _in_order(replica: dict[str, Any], arrived: dict[Any, list[int]]) -> bool:
     return True
 
 
+def _share(n: int) -> str:
+    """The partitions replica ``n`` holds once both run: the live replicas, sorted by consumer
+    name, take partition ``i`` at position ``i mod replicas`` (the library's rule)."""
+    return ",".join(str(i) for i in range(PARTITIONS) if i % REPLICAS == n - 1)
+
+
 def _start_replica(
     url: str, api: str, n: int, err: IO[str], limiter_calls: int
 ) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "bench.replica", "broadcast", "--url", url, "--stream", STREAM]
     cmd += ["--group", "replicas", "--consumer", f"replica-{n}", "--api", api]
-    cmd += ["--events", str(limiter_calls)]
+    cmd += ["--events", str(limiter_calls), "--partitions", str(PARTITIONS), "--share", _share(n)]
     return subprocess.Popen(
         cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT
     )

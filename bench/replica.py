@@ -1,11 +1,15 @@
 """A bot replica for the broadcast scenario, and the flood control's own cost.
 
-``python -m bench.replica broadcast --url ... --stream ... --group ... --consumer ... --api ...``
-is one replica of a notification bot: ``RedisStreamProcessor`` + ``BotRedisDispatcher``
-(default settings) whose handler sends each event through an aiogram ``Bot`` with
-``RateLimitMiddleware`` to the Bot API stand-in at ``--api``. It prints ``ready`` once
-loaded, starts consuming when a line arrives on stdin, stops (draining) at the next line,
-and prints one JSON line: what it handled, the seqs it sent per chat, the middleware's stats.
+``python -m bench.replica broadcast --url ... --stream ... --group ... --consumer ... --api ...
+--partitions N --share 0,2,...`` is one replica of a notification bot:
+``RedisStreamProcessor`` (default settings but ``partitions=N``) + ``BotRedisDispatcher``
+whose handler sends each event through an aiogram ``Bot`` with ``RateLimitMiddleware`` to the
+Bot API stand-in at ``--api``. It starts listening at once, on partition streams still empty,
+and prints ``ready`` once it holds the leases of exactly the ``--share`` partitions (its share
+once every replica runs; a replica that starts first takes them all, then hands some over).
+The stream is filled then, and it sends what arrives. It stops (draining, giving its leases
+back) at the next line on stdin, and prints one JSON line: what it handled, the partitions
+it held, the seqs it sent per chat, the middleware's stats.
 
 With ``--events N`` (the first replica) it then waits for one more line and times ``N``
 requests through a middleware of its own, on the same Redis, for chats that never wait (a
@@ -40,6 +44,7 @@ TOKEN = "4242:BENCH"
 LIMITS = TelegramLimits(per_second=300, per_chat_per_second=10, per_group_per_minute=200)
 """Ten times Telegram's limits, so the broadcast takes seconds, not minutes."""
 _WARM_UP = 200
+_SHARE_TIMEOUT = 30.0
 _UNLIMITED = TelegramLimits(per_second=1_000_000, per_chat_per_second=1_000_000)
 
 
@@ -58,13 +63,18 @@ async def _broadcast(args: argparse.Namespace) -> dict[str, Any]:
     dispatcher.on_message(EVENT_TYPE)(send)
     dispatcher.setup(container=SimpleNamespace(bot=bot))
     processor = RedisStreamProcessor(
-        RedisStreamStorage(redis), args.stream, args.group, args.consumer
+        RedisStreamStorage(redis),
+        args.stream,
+        args.group,
+        args.consumer,
+        partitions=args.partitions,
     )
     processor.set_message_callback(dispatcher.process_message)
+    share = [int(index) for index in args.share.split(",")]
     try:
-        print("ready", flush=True)
-        await asyncio.to_thread(sys.stdin.readline)
         await processor.start_listening()
+        held = await _hold(processor, share)
+        print("ready" if held == share else f"holds {held}, not {share}", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
         await processor.stop_listening()
         limiter = None
@@ -78,12 +88,21 @@ async def _broadcast(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "limiter": limiter,
         "consumer": args.consumer,
+        "partitions": held,
         "handled": stats.handled,
         "failed": stats.failed,
         "dead_lettered": stats.dead_lettered,
         "sent": {str(chat): seqs for chat, seqs in sent.items()},
         "middleware": dataclasses.asdict(middleware.stats),
     }
+
+
+async def _hold(processor: RedisStreamProcessor, share: list[int]) -> list[int]:
+    """Wait until the replica holds the leases of exactly ``share``; what it holds then."""
+    deadline = time.perf_counter() + _SHARE_TIMEOUT
+    while processor.owned_partitions != share and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    return processor.owned_partitions
 
 
 async def _limiter(redis: Redis, calls: int) -> dict[str, Any]:
@@ -111,6 +130,7 @@ async def _limiter(redis: Redis, calls: int) -> dict[str, Any]:
 def main() -> None:
     parser = child_parser(__doc__ or "")
     parser.add_argument("--api", required=True, help="the Bot API stand-in's base URL")
+    parser.add_argument("--share", required=True, help="the partitions to hold, as 0,2,4,6")
     args = parser.parse_args()
     result = asyncio.run(_broadcast(args))
     sys.stdout.write(json.dumps(result) + "\n")

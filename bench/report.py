@@ -91,7 +91,7 @@ def _broadcast_targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         {
             "name": "tg_order_ok",
             "value": order,
-            "target": "every chat in stream order, per replica",
+            "target": "every chat in stream order, across replicas",
             "pass": order,
         },
         _target(
@@ -356,9 +356,10 @@ def _slow_rows(slow: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
 def _broadcast_rows(run: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
     rate, floods, dead = verdicts["tg_rate_ratio"], verdicts["tg_floods"], verdicts["tg_dead"]
     order, limiter = verdicts["tg_order_ok"], run.get("limiter")
+    on = f" on {run['partitions']} partitions" if run.get("partitions") else ""  # older runs: none
     out: list[Row] = [
         (
-            f"broadcast {run['events']:,} msg, 2 replicas, limits x10: rate",
+            f"broadcast {run['events']:,} msg, 2 replicas{on}, limits x10: rate",
             f"{run['rate']:.0f} msg/s while the bulk went out ({run['bulk_seconds']:.1f} s), "
             f"all in {run['seconds']:.1f} s",
             rate["target"],
@@ -374,7 +375,7 @@ def _broadcast_rows(run: dict[str, Any], verdicts: dict[str, Any]) -> list[Row]:
             ),
         ),
         (
-            "broadcast: each replica's order per chat",
+            "broadcast: every chat's order, across replicas",
             "order exact" if run["order_ok"] else "ORDER BROKEN",
             order["target"],
             _verdict(order["pass"]),

@@ -53,14 +53,18 @@ def test_quick_drain_and_broadcast_write_every_key(tmp_path: Path) -> None:
     assert results["machine"]["cores"]
     assert "codex_bot, default settings" in stdout
 
-    # the broadcast: two replicas split it, everything arrives, each replica keeps chat order
+    # the broadcast: two replicas split the partitions, everything arrives, every chat in order
     broadcast = results["broadcast"]
     assert broadcast["delivered"] == broadcast["events"] == 330
     assert broadcast["duplicates"] == 0
     assert sum(broadcast["handled"]) == 330
     assert min(broadcast["handled"]) > 0
+    held = [replica["partitions"] for replica in broadcast["replicas"]]
+    assert held == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert broadcast["chats_on_both"] == 0
     assert results["tg_dead"] == 0
     assert results["tg_order_ok"] is True
+    assert broadcast["replica_order_ok"] is True
     assert 0 < results["tg_rate_ratio"] < 1.0  # never above the limit; --quick is too short
     assert isinstance(results["tg_floods"], int)  # 0 on a quiet machine: see make bench
     assert 0 < results["tg_limiter_p99_ms"] < 50
