@@ -17,20 +17,18 @@ from typing import Any
 
 from aiogram.exceptions import TelegramForbiddenError, TelegramServerError
 from aiogram.methods import SendMessage
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio import Redis
 
 from codex_bot.redis import (
     ArqRetryScheduler,
     BotRedisDispatcher,
     RedisStreamProcessor,
-    RedisStreamStorage,
     StreamProducer,
     partition_stream,
 )
 from codex_bot.redis.dispatcher import handler_name
-from tests.conftest import wait_for
+from tests._helpers import arq_pool, running_processor
+from tests.conftest import wait_for, xlen_is
 
 METHOD = SendMessage(chat_id=7, text="hello")
 GROUP = "bot"
@@ -89,29 +87,9 @@ async def consuming(
 ) -> AsyncIterator[RedisStreamProcessor]:
     """The bot's processor on ``stream``, stopped (quickly) on the way out."""
     options.setdefault("drain_timeout", 0.1)
-    processor = RedisStreamProcessor(
-        RedisStreamStorage(redis), stream, GROUP, consumer, poll_interval=0.05, **options
-    )
-    processor.set_message_callback(bot.dispatcher.process_message)
-    await processor.start_listening()
-    try:
+    callback = bot.dispatcher.process_message
+    async with running_processor(redis, stream, callback, consumer, **options) as processor:
         yield processor
-    finally:
-        await processor.stop_listening()
-
-
-@contextlib.asynccontextmanager
-async def arq_pool(url: str) -> AsyncIterator[ArqRedis]:
-    """The bot's arq pool on ``url`` (JSON jobs, arq's default queue); no worker runs."""
-    pool = await create_pool(
-        RedisSettings.from_dsn(url),
-        job_serializer=lambda job: json.dumps(job).encode(),
-        job_deserializer=json.loads,
-    )
-    try:
-        yield pool
-    finally:
-        await pool.aclose()
 
 
 @dataclass
@@ -154,7 +132,7 @@ async def bad_day(
             retried_ids = await producer.add_events(
                 [("reminder.due", {"chat_id": 6, "n": n}) for n in range(retried)]
             )
-            await wait_for(lambda: _xlen_is(redis, stream + ":dead", orders + untyped))
+            await wait_for(lambda: xlen_is(redis, stream + ":dead", orders + untyped))
             await wait_for(lambda: _zcard_is(pool, retried), message="retries enqueued")
             await wait_for(lambda: bot.count("build") == stuck, message="stuck handlers")
     return BadDay(bot, order_ids, untyped_ids, stuck_ids, retried_ids)
@@ -200,10 +178,6 @@ def _partition(stream: str) -> Callable[[int], str]:
 
 async def _letters_are(redis: Any, streams: Sequence[str], count: int) -> bool:
     return sum([await redis.xlen(name + ":dead") for name in streams]) == count
-
-
-async def _xlen_is(redis: Redis, key: str, length: int) -> bool:
-    return await redis.xlen(key) == length
 
 
 async def _zcard_is(redis: Redis, count: int) -> bool:

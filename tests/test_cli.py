@@ -19,12 +19,12 @@ from tests._bad_day import (
     GROUP,
     Bot,
     Result,
-    arq_pool,
     bad_day,
     cli,
     consuming,
 )
-from tests.conftest import pending_count, wait_for
+from tests._helpers import arq_pool
+from tests.conftest import nothing_pending, pending_count, wait_for
 
 FORBIDDEN = "the bot may not write to this chat"
 PASSWORD = "pw-Zq81x"
@@ -150,7 +150,7 @@ async def test_a_replay_runs_only_the_handler_that_failed(
             assert result.code == 0, result.err
             assert result.out.splitlines()[-1] == "replayed 1 dead letter"
             await wait_for(lambda: bot.count("send") == 2, message="the replay")
-            await wait_for(lambda: _nothing_pending(redis, stream), message="acked")
+            await wait_for(lambda: nothing_pending(redis, stream), message="acked")
 
     assert bot.count("notify") == 1  # the handler that had succeeded did not run again
     assert bot.calls["send"][1] == {"type": "order.paid", "chat_id": BLOCKED_CHAT, "text": "paid"}
@@ -165,10 +165,6 @@ async def test_a_replay_runs_only_the_handler_that_failed(
         "codex.replayed_from": dead_id,
     }
     assert result.out.startswith(f"{dead_id} -> {stream} {replay_id} (order.paid) for ")
-
-
-async def _nothing_pending(redis: Redis, stream: str) -> bool:
-    return await pending_count(redis, stream) == 0
 
 
 async def test_an_interrupted_replay_run_again_duplicates_nothing_and_loses_nothing(

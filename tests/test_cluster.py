@@ -4,11 +4,11 @@ crash, partitions spread over the shards, FLUSHALL and a shard restarted empty."
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
-import os
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,56 +21,29 @@ from codex_bot.redis import (
     RedisStreamProcessor,
     RedisStreamStorage,
     StreamProducer,
-    current_event,
     partition_stream,
     redeliver_event,
 )
 from codex_bot.redis.cluster import SlotMismatchError
 from codex_bot.testing import RedisClusterServer
+from tests._helpers import OWN_SERVERS_ONLY, Seen, getkeys_calls
 from tests.conftest import wait_for
 
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(
-        bool(os.environ.get("REDIS_URL")), reason="REDIS_URL: no redis-servers of our own"
-    ),
+    OWN_SERVERS_ONLY,
 ]
 
 STREAM = "{bot}:events"
 GROUP = "bot"
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterServer]:
-    with RedisClusterServer() as cluster:
-        yield cluster
-
-
 @pytest.fixture
-async def clients(cluster: RedisClusterServer) -> AsyncIterator[Any]:
+def clients(cluster: RedisClusterServer, make_client: Callable[..., Any]) -> Any:
     """``clients()``: a new cluster client (one per processor), all closed after the test."""
     cluster.wait_until_ready()
     cluster.flushall()
-    made: list[RedisCluster] = []
-
-    def make(**options: Any) -> RedisCluster:
-        client = RedisCluster.from_url(cluster.url, **options)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        await client.aclose()
-
-
-class Seen:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any, Any]] = []
-
-    async def __call__(self, payload: dict[str, Any]) -> None:
-        event = current_event()
-        assert event is not None
-        self.events.append((event.stream_name, payload.get("chat_id"), payload.get("seq")))
+    return functools.partial(make_client, cluster.url, RedisCluster)
 
 
 def processor(client: RedisCluster, stream: str = STREAM, **options: Any) -> RedisStreamProcessor:
@@ -238,16 +211,6 @@ async def test_a_cluster_client_shared_by_two_processors_is_a_warning(
         r.getMessage() for r in caplog.records if "shares its RedisCluster client" in r.getMessage()
     ]
     assert "bot/two" in line
-
-
-def getkeys_calls(cluster: RedisClusterServer) -> int:
-    """COMMAND calls over all nodes (7.0 counts COMMAND GETKEYS apart, 6.2 with COMMAND)."""
-    total = 0
-    for node in cluster.nodes:
-        with node.client() as redis:
-            stats = redis.info("commandstats")
-        total += sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_command"))
-    return total
 
 
 async def test_a_retry_goes_back_to_its_stream_and_off_the_ledger_on_a_cluster(

@@ -15,17 +15,19 @@ from codex_bot.redis import (
     RedisStreamStorage,
     StreamProducer,
 )
-from tests.conftest import wait_for
+from tests.conftest import command_calls, wait_for
 
 
-def make_processor(
+def processor_on(
     storage: RedisStreamStorage, stream: str, *, consumer: str = "c1", **options: Any
 ) -> RedisStreamProcessor:
+    """A processor (group ``bot``) over ``storage``: not started, no callback yet."""
     options.setdefault("poll_interval", 0.2)
     return RedisStreamProcessor(storage, stream, "bot", consumer, **options)
 
 
-async def push(redis, stream: str, events: list[dict[str, Any]]) -> None:
+async def add_notes(redis, stream: str, events: list[dict[str, Any]]) -> None:
+    """Add ``events`` as ``chat.note`` events through a producer."""
     await StreamProducer(redis, stream).add_events([("chat.note", e) for e in events])
 
 
@@ -48,8 +50,8 @@ async def test_same_chat_runs_in_stream_order_while_chats_run_in_parallel(redis,
         running[chat] -= 1
         active -= 1
 
-    await push(redis, stream, [{"chat_id": i % 20, "seq": i // 20} for i in range(400)])
-    processor = make_processor(storage, stream, max_concurrency=50)
+    await add_notes(redis, stream, [{"chat_id": i % 20, "seq": i // 20} for i in range(400)])
+    processor = processor_on(storage, stream, max_concurrency=50)
     processor.set_message_callback(handler)
     await processor.start_listening()
     await wait_for(lambda: sum(map(len, seen.values())) == 400, message="400 events")
@@ -69,8 +71,8 @@ async def test_ordering_key_none_runs_the_same_chat_concurrently(redis, storage,
         started += 1
         await release.wait()
 
-    await push(redis, stream, [{"chat_id": 1, "seq": i} for i in range(5)])
-    processor = make_processor(storage, stream, ordering_key=None)
+    await add_notes(redis, stream, [{"chat_id": 1, "seq": i} for i in range(5)])
+    processor = processor_on(storage, stream, ordering_key=None)
     processor.set_message_callback(handler)
     await processor.start_listening()
     await wait_for(lambda: started == 5, message="all five running at once")
@@ -89,8 +91,8 @@ async def test_callable_ordering_key(redis, storage, stream):
         order.append((payload["tenant"], payload["seq"]))
 
     events = [{"tenant": t, "seq": s, "chat_id": s} for s in range(3) for t in ("a", "b")]
-    await push(redis, stream, events)
-    processor = make_processor(storage, stream, ordering_key=lambda p: p["tenant"])
+    await add_notes(redis, stream, events)
+    processor = processor_on(storage, stream, ordering_key=lambda p: p["tenant"])
     processor.set_message_callback(handler)
     await processor.start_listening()
     await wait_for(lambda: processor.in_flight == 6, message="all read")
@@ -111,8 +113,8 @@ async def test_reading_pauses_at_max_concurrency(redis, storage, stream):
         running += 1
         await release.wait()
 
-    await push(redis, stream, [{"chat_id": i} for i in range(200)])
-    processor = make_processor(storage, stream, max_concurrency=8, batch_count=5)
+    await add_notes(redis, stream, [{"chat_id": i} for i in range(200)])
+    processor = processor_on(storage, stream, max_concurrency=8, batch_count=5)
     processor.set_message_callback(handler)
     await processor.start_listening()
     await wait_for(lambda: running == 8, message="eight handlers running")
@@ -128,18 +130,18 @@ async def test_reading_pauses_at_max_concurrency(redis, storage, stream):
 
 
 async def test_acks_are_batched(redis, storage, stream):
-    await push(redis, stream, [{"chat_id": i} for i in range(500)])
+    await add_notes(redis, stream, [{"chat_id": i} for i in range(500)])
 
     async def handler(payload: dict[str, Any]) -> None:
         await asyncio.sleep(0)
 
-    before = await _xack_calls(redis)
-    processor = make_processor(storage, stream)
+    before = await command_calls(redis, "xack")
+    processor = processor_on(storage, stream)
     processor.set_message_callback(handler)
     await processor.start_listening()
     await wait_for(lambda: processor.stats.acked == 500, message="500 acked")
     await processor.stop_listening()
-    calls = await _xack_calls(redis) - before
+    calls = await command_calls(redis, "xack") - before
     assert (await redis.xpending(stream, "bot"))["pending"] == 0
     assert calls < 100, f"{calls} XACK calls for 500 entries"
 
@@ -154,8 +156,8 @@ async def test_dispatcher_order_holds_per_chat_through_process_message(redis, st
         seen.append(payload["seq"])
 
     dispatcher.setup(container=None)
-    await push(redis, stream, [{"chat_id": 7, "seq": i} for i in range(30)])
-    processor = make_processor(storage, stream)
+    await add_notes(redis, stream, [{"chat_id": 7, "seq": i} for i in range(30)])
+    processor = processor_on(storage, stream)
     processor.set_message_callback(dispatcher.process_message)
     await processor.start_listening()
     await wait_for(lambda: len(seen) == 30)
@@ -167,11 +169,6 @@ async def test_dispatcher_order_holds_per_chat_through_process_message(redis, st
 def test_limits_must_be_positive(storage, stream, bad):
     with pytest.raises(ValueError, match="at least 1"):
         RedisStreamProcessor(storage, stream, "g", "c", max_concurrency=bad)
-
-
-async def _xack_calls(redis) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_xack", {}).get("calls", 0))
 
 
 async def test_entries_held_longer_than_claim_min_idle_are_not_claimed_by_another(
@@ -189,20 +186,21 @@ async def test_entries_held_longer_than_claim_min_idle_are_not_claimed_by_anothe
 
         return handler
 
-    await push(redis, stream, [{"chat_id": 1, "n": n} for n in range(5)])
-    holder = make_processor(storage, stream, claim_min_idle_ms=300, consumer="holder")
+    await add_notes(redis, stream, [{"chat_id": 1, "n": n} for n in range(5)])
+    holder = processor_on(storage, stream, claim_min_idle_ms=300, consumer="holder")
     holder.set_message_callback(recorder("holder"))
     await holder.start_listening()
     await wait_for(lambda: seen == [("holder", 0)], message="the slow first send")
-    claimer = make_processor(
+    claimer = processor_on(
         storage, stream, claim_min_idle_ms=300, claim_interval=0.02, consumer="claimer"
     )
     claimer.set_message_callback(recorder("claimer"))
     await claimer.start_listening()
-    sweeps_before = await xautoclaim_calls(redis)
+    sweeps_before = await command_calls(redis, "xautoclaim")
     # many sweeps, well past three times claim_min_idle_ms at 20 ms each
     await wait_for(
-        lambda: more_than(xautoclaim_calls(redis), sweeps_before + 50), message="50 sweeps"
+        lambda: more_than(command_calls(redis, "xautoclaim"), sweeps_before + 50),
+        message="50 sweeps",
     )
     gate.set()
     await wait_for(lambda: len(seen) == 5, message="the chat's five events")
@@ -211,11 +209,6 @@ async def test_entries_held_longer_than_claim_min_idle_are_not_claimed_by_anothe
     await holder.stop_listening()
     assert seen == [("holder", n) for n in range(5)]  # once each, in order, by the holder
     assert (await redis.xpending(stream, "bot"))["pending"] == 0
-
-
-async def xautoclaim_calls(redis) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_xautoclaim", {}).get("calls", 0))
 
 
 async def more_than(count: Awaitable[int], least: int) -> bool:

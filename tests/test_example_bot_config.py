@@ -3,15 +3,12 @@ an empty one means unset, and neither kills ``make demo`` (it runs its own Redis
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from codex_bot.config import ConfigurationError
 from example_bot.main import main as main_entry
 from example_bot.settings import Settings, SettingsError
+from tests._helpers import import_with_redis_url
 
 
 def test_settings_name_a_malformed_redis_url_without_its_password() -> None:
@@ -42,14 +39,7 @@ def test_main_exits_2_with_one_line_on_a_malformed_redis_url(
 @pytest.mark.parametrize("value", ["", "localhost:6379"])
 def test_the_worker_module_imports_whatever_redis_url_holds(value: str) -> None:
     # the demo and the bot import it; test_the_demo_runs_and_summarises runs the demo so
-    result = subprocess.run(
-        [sys.executable, "-c", "import example_bot.worker"],
-        env={**os.environ, "REDIS_URL": value},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = import_with_redis_url("example_bot.worker", value)
     assert result.returncode == 0, result.stderr
 
 

@@ -44,6 +44,7 @@ from example_bot.features.status.handlers import GREETING
 from example_bot.main import main as main_entry
 from example_bot.settings import Settings, SettingsError
 from example_bot.worker import retry_pool, running_worker
+from tests._helpers import command_update
 from tests.conftest import wait_for
 
 TOKEN = "42:E2E"
@@ -279,9 +280,9 @@ async def test_start_and_status_commands(
     await bot.api.wait_for_messages(1)
     await wait_for(lambda: bot.container.processor().stats.acked == 1, message="the ack")
 
-    bot.api.push_update(command(61, "/start"))
+    bot.api.push_update(command_update(61, "/start"))
     await bot.api.wait_for_messages(2)
-    bot.api.push_update(command(62, "/status"))
+    bot.api.push_update(command_update(62, "/status"))
     await bot.api.wait_for_messages(3)
 
     assert bot.api.sent_to(61)[0].text == GREETING
@@ -327,19 +328,6 @@ def reload_features(features: tuple[str, ...]) -> None:
         module = sys.modules.get(f"{name}.feature_setting")
         if module is not None:
             importlib.reload(module)
-
-
-def command(chat_id: int, text: str) -> dict[str, Any]:
-    return {
-        "message": {
-            "message_id": 1,
-            "date": 0,
-            "chat": {"id": chat_id, "type": "private"},
-            "from": {"id": chat_id, "is_bot": False, "first_name": "Ann"},
-            "text": text,
-            "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
-        }
-    }
 
 
 async def test_the_backend_cli_pushes_an_event_the_bot_delivers(

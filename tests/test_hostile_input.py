@@ -20,12 +20,12 @@ from codex_bot.redis import (
     RedisStreamStorage,
 )
 from codex_bot.redis.codec import decode_fields, text
-from tests.conftest import pending_count, wait_for
+from tests.conftest import nothing_pending, pending_count, wait_for
 
 GOOD = {"type": "t", "chat_id": "json:1"}
 
 
-class Handled:
+class GoodOrOther:
     """A callback recording each payload's ``n`` (good events) or the entry itself."""
 
     def __init__(self) -> None:
@@ -58,13 +58,9 @@ async def push_interleaved(redis: Redis, stream: str, hostile: list[dict[Any, An
     return ids
 
 
-async def settle(redis: Redis, stream: str, handled: Handled, goods: int) -> None:
+async def settle(redis: Redis, stream: str, handled: GoodOrOther, goods: int) -> None:
     await wait_for(lambda: len(handled.good) >= goods, message="every good event")
-    await wait_for(lambda: pending_count_is_zero(redis, stream), message="nothing pending")
-
-
-async def pending_count_is_zero(redis: Redis, stream: str) -> bool:
-    return await pending_count(redis, stream) == 0
+    await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
 
 
 async def test_a_deeply_nested_json_value_takes_no_good_event_with_it(
@@ -72,7 +68,7 @@ async def test_a_deeply_nested_json_value_takes_no_good_event_with_it(
 ):
     poison = {"type": "t", "chat_id": "json:1", "x": "json:" + "[" * 100_000 + "]" * 100_000}
     ids = await push_interleaved(redis, stream, [poison, poison, poison])
-    handled = Handled()
+    handled = GoodOrOther()
     processor = make_processor(redis, stream, handled, batch_count=100)
     await processor.start_listening()
     await settle(redis, stream, handled, 7)
@@ -88,7 +84,7 @@ async def test_an_entry_with_ten_thousand_fields_is_dead_lettered_whole(
 ):
     huge = {f"f{i}": str(i) for i in range(10_000)}
     [entry_id] = await push_interleaved(redis, stream, [huge])
-    handled = Handled()
+    handled = GoodOrOther()
     processor = make_processor(redis, stream, handled)
     await processor.start_listening()
     await settle(redis, stream, handled, 3)
@@ -104,7 +100,7 @@ async def test_an_entry_with_ten_thousand_fields_is_dead_lettered_whole(
 async def test_a_dead_letter_keeps_bytes_that_are_not_utf8_exactly(redis, stream, make_processor):
     bad = {b"\xff\xfename": b"\xfe\xff\x00value", "type": "t"}
     [entry_id] = await push_interleaved(redis, stream, [bad])
-    handled = Handled()
+    handled = GoodOrOther()
     processor = make_processor(redis, stream, handled)
     await processor.start_listening()
     await settle(redis, stream, handled, 3)
@@ -144,7 +140,7 @@ async def test_a_ten_kilobyte_type_is_malformed_not_an_unknown_type(redis, strea
 async def test_each_bound_is_configurable_and_named(
     redis, stream, make_processor, limits, fields, reason
 ):
-    processor = make_processor(redis, stream, Handled(), entry_limits=limits)
+    processor = make_processor(redis, stream, GoodOrOther(), entry_limits=limits)
     await redis.xadd(stream, fields)
     await processor.start_listening()
     await wait_for(lambda: processor.stats.dead_lettered == 1, message="the dead letter")
@@ -163,7 +159,7 @@ async def test_a_letter_that_cannot_be_written_is_parked_once_not_retried_for_ev
     caplog.set_level(logging.WARNING, logger="codex_bot.redis.processor")
     await redis.set(stream + ":dead", "not a stream")  # every dead-letter write fails
     bad_id = await redis.xadd(stream, {"no": "type"})
-    handled = Handled()
+    handled = GoodOrOther()
     processor = make_processor(
         redis, stream, handled, claim_min_idle_ms=1, claim_interval=0.01, poll_interval=0.01
     )
@@ -193,7 +189,7 @@ async def test_a_letter_that_cannot_be_written_is_parked_once_not_retried_for_ev
 async def test_a_20_mb_entry_costs_a_few_times_its_size(redis, stream, make_processor):
     size = 20 * 1024 * 1024
     await redis.xadd(stream, {"type": "t", "blob": "x" * size})
-    handled = Handled()
+    handled = GoodOrOther()
     limits = EntryLimits(max_bytes=64 * 1024 * 1024)
     processor = make_processor(redis, stream, handled, entry_limits=limits)
     tracemalloc.start()
@@ -210,7 +206,7 @@ async def test_a_20_mb_entry_costs_a_few_times_its_size(redis, stream, make_proc
 async def test_a_20_mb_entry_over_the_size_bound_is_parked_cheaply(redis, stream, make_processor):
     size = 20 * 1024 * 1024
     await redis.xadd(stream, {"type": "t", "blob": "x" * size})
-    processor = make_processor(redis, stream, Handled())
+    processor = make_processor(redis, stream, GoodOrOther())
     tracemalloc.start()
     try:
         await processor.start_listening()
@@ -266,7 +262,7 @@ async def _good_events_survive(url: str, hostile: list[dict[Any, Any]]) -> None:
     try:
         await redis.delete(stream, stream + ":dead")
         ids = await push_interleaved(redis, stream, hostile)
-        handled = Handled()
+        handled = GoodOrOther()
         processor = RedisStreamProcessor(
             RedisStreamStorage(redis), stream, "bot", "c1", drain_timeout=2.0
         )

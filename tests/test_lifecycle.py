@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +33,7 @@ from codex_bot.redis import (
 from codex_bot.redis.exceptions import CodexBotError
 from codex_bot.testing.bot_api import TelegramBotAPIStandIn
 from codex_bot.testing.redis_server import RedisServer
+from tests._helpers import command_update
 from tests.conftest import wait_for
 
 TOKEN = "42:TEST"
@@ -71,19 +71,14 @@ async def on_left(payload: dict[str, Any], container: Container) -> None:
 
 
 @pytest.fixture
-async def api() -> AsyncIterator[TelegramBotAPIStandIn]:
-    async with TelegramBotAPIStandIn() as server:
-        yield server
-
-
-@pytest.fixture
 async def slow_api() -> AsyncIterator[TelegramBotAPIStandIn]:
     """Each sendMessage takes 0.3 s: long enough to be in flight when the bot stops."""
     async with TelegramBotAPIStandIn(latency=0.3) as server:
         yield server
 
 
-def make_processor(redis: Redis, stream: str) -> RedisStreamProcessor:
+def bot_processor(redis: Redis, stream: str) -> RedisStreamProcessor:
+    """The bot's processor (consumer ``bot-1``): not started, no callback yet."""
     return RedisStreamProcessor(
         RedisStreamStorage(redis), stream, "bot", "bot-1", poll_interval=0.1, drain_timeout=5
     )
@@ -113,11 +108,11 @@ async def pending(redis: Redis, stream: str) -> int:
 
 
 async def test_polling_starts_the_processor_and_shutdown_stops_it(
-    api: TelegramBotAPIStandIn, redis: Redis, stream: str
+    standin: TelegramBotAPIStandIn, redis: Redis, stream: str
 ) -> None:
-    bot = Bot(TOKEN, session=api.session())
+    bot = Bot(TOKEN, session=standin.session())
     dp = Dispatcher()
-    processor = make_processor(redis, stream)
+    processor = bot_processor(redis, stream)
     events = make_events()
     setup_redis_events(dp, processor, redis_dispatcher=events, container=Container(bot=bot))
     producer = StreamProducer(redis, stream)
@@ -127,7 +122,7 @@ async def test_polling_starts_the_processor_and_shutdown_stops_it(
         assert processor.is_running
         await producer.add_event("user.joined", {"chat_id": 7, "name": "Ann"})
         await producer.add_event("user.left", {"chat_id": 8})
-        sent = await api.wait_for_messages(2)
+        sent = await standin.wait_for_messages(2)
         await wait_for(lambda: processor.stats.acked == 2, message="acks")
 
     assert not processor.is_running
@@ -144,7 +139,7 @@ async def test_shutdown_lets_in_flight_handlers_send_before_the_session_closes(
 ) -> None:
     bot = Bot(TOKEN, session=slow_api.session())
     dp = Dispatcher()
-    processor = make_processor(redis, stream)
+    processor = bot_processor(redis, stream)
     setup_redis_events(dp, processor, redis_dispatcher=make_events(), container=Container(bot=bot))
 
     async with polling(dp, bot, processor):
@@ -161,23 +156,24 @@ async def test_shutdown_lets_in_flight_handlers_send_before_the_session_closes(
 
 
 async def test_the_bot_starts_and_stops_while_redis_is_down(
-    api: TelegramBotAPIStandIn, fresh_server: RedisServer, stream: str
+    standin: TelegramBotAPIStandIn, fresh_server: RedisServer, stream: str
 ) -> None:
     fresh_server.stop()
     redis = Redis.from_url(fresh_server.url, socket_connect_timeout=1, decode_responses=True)
-    bot = Bot(TOKEN, session=api.session())
+    bot = Bot(TOKEN, session=standin.session())
     dp = Dispatcher()
-    processor = make_processor(redis, stream)
+    processor = bot_processor(redis, stream)
     setup_redis_events(dp, processor, redis_dispatcher=make_events(), container=Container(bot=bot))
     try:
         async with polling(dp, bot, processor):
-            await api.wait_for_calls("getUpdates")  # polling runs: startup did not wait for Redis
+            # polling runs: startup did not wait for Redis
+            await standin.wait_for_calls("getUpdates")
             assert processor.is_running
             assert not processor.is_healthy
 
             fresh_server.start()
             await StreamProducer(redis, stream).add_event("user.left", {"chat_id": 5})
-            sent = await api.wait_for_messages(1, timeout=20)
+            sent = await standin.wait_for_messages(1, timeout=20)
             assert processor.is_healthy
 
         assert not processor.is_running
@@ -198,7 +194,7 @@ async def test_a_webhook_app_starts_the_processor_and_cleanup_stops_it(
         await message.answer("pong")
 
     dp.include_router(commands)
-    processor = make_processor(redis, stream)
+    processor = bot_processor(redis, stream)
     setup_redis_events(dp, processor, redis_dispatcher=make_events(), container=Container(bot=bot))
     app = web.Application()
     # setup_application first: aiohttp runs shutdown callbacks in order, and the request
@@ -211,7 +207,9 @@ async def test_a_webhook_app_starts_the_processor_and_cleanup_stops_it(
     try:
         assert processor.is_running
         async with aiohttp.ClientSession() as http:
-            response = await http.post(server.make_url("/webhook"), json=command_update(9, "/ping"))
+            response = await http.post(
+                server.make_url("/webhook"), json={"update_id": 1, **command_update(9, "/ping")}
+            )
             assert response.status == 200
         await StreamProducer(redis, stream).add_event("user.joined", {"chat_id": 10, "name": "Cy"})
         await slow_api.wait_for_calls("sendMessage", 2)
@@ -227,20 +225,20 @@ async def test_a_webhook_app_starts_the_processor_and_cleanup_stops_it(
 
 
 async def test_a_container_that_builds_the_bot_itself(
-    api: TelegramBotAPIStandIn, redis: Redis, stream: str
+    standin: TelegramBotAPIStandIn, redis: Redis, stream: str
 ) -> None:
     class BotContainer(containers.DeclarativeContainer):
-        bot = providers.Singleton(Bot, token=TOKEN, session=providers.Object(api.session()))
+        bot = providers.Singleton(Bot, token=TOKEN, session=providers.Object(standin.session()))
         greeter = providers.Singleton(Greeter, bot=bot, signature="(built)")
 
     container = BotContainer()
     dp = Dispatcher()
-    processor = make_processor(redis, stream)
+    processor = bot_processor(redis, stream)
     setup_redis_events(dp, processor, redis_dispatcher=make_events(), container=container)
 
     async with polling(dp, container.bot(), processor):
         await StreamProducer(redis, stream).add_event("user.joined", {"chat_id": 3, "name": "Di"})
-        sent = await api.wait_for_messages(1)
+        sent = await standin.wait_for_messages(1)
 
     assert [(m.chat_id, m.text) for m in sent] == [(3, "Hello, Di! (built)")]
 
@@ -251,7 +249,7 @@ async def test_hooks_drive_a_processor_that_has_its_own_callback(redis: Redis, s
     async def callback(payload: dict[str, Any]) -> None:
         seen.append(payload)
 
-    processor = make_processor(redis, stream)
+    processor = bot_processor(redis, stream)
     processor.set_message_callback(callback)
     dp = Dispatcher()
     setup_redis_events(dp, processor)
@@ -268,38 +266,24 @@ async def test_hooks_drive_a_processor_that_has_its_own_callback(redis: Redis, s
 
 def test_a_container_needs_a_redis_dispatcher(redis: Redis, stream: str) -> None:
     with pytest.raises(ValueError, match="redis_dispatcher"):
-        setup_redis_events(Dispatcher(), make_processor(redis, stream), container=object())
-
-
-def command_update(chat_id: int, text: str) -> dict[str, Any]:
-    return {
-        "update_id": 1,
-        "message": {
-            "message_id": 1,
-            "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private"},
-            "from": {"id": chat_id, "is_bot": False, "first_name": "Ann"},
-            "text": text,
-            "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
-        },
-    }
+        setup_redis_events(Dispatcher(), bot_processor(redis, stream), container=object())
 
 
 async def test_the_readme_wiring_example(
-    api: TelegramBotAPIStandIn, redis: Redis, redis_server: Any
+    standin: TelegramBotAPIStandIn, redis: Redis, redis_server: Any
 ) -> None:
     """``example_bot/minimal.py`` is the README's example; only the bot's session differs."""
     from example_bot.minimal import build
 
-    bot = Bot(TOKEN, session=api.session())
+    bot = Bot(TOKEN, session=standin.session())
     async with Redis.from_url(redis_server.url) as client:
         dp = build(bot, client)
         task = asyncio.create_task(dp.start_polling(bot, handle_signals=False))
-        await api.wait_for_calls("getUpdates")
+        await standin.wait_for_calls("getUpdates")
         await StreamProducer(redis, "bot_events").add_event(
             "notification.created", {"chat_id": 42, "text": "Your order has shipped"}
         )
-        sent = await api.wait_for_messages(1)
+        sent = await standin.wait_for_messages(1)
         await dp.stop_polling()
         await task
 

@@ -8,7 +8,6 @@ The scrape's numbers must say exactly that.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -20,8 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
@@ -38,6 +36,7 @@ from codex_bot.redis import (
     partition_stream,
 )
 from codex_bot.redis.dispatcher import handler_name
+from tests._helpers import arq_pool
 from tests.conftest import pending_count, wait_for
 
 pytestmark = pytest.mark.redis_versions
@@ -92,14 +91,10 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 @pytest.fixture
-async def arq_pool(redis_server: Any) -> AsyncIterator[ArqRedis]:
-    pool = await create_pool(
-        RedisSettings.from_dsn(redis_server.url),
-        job_serializer=lambda job: json.dumps(job).encode(),
-        job_deserializer=json.loads,
-    )
-    yield pool
-    await pool.aclose()
+async def bot_pool(redis_server: Any) -> AsyncIterator[ArqRedis]:
+    """The bot's arq pool on this module's server (JSON jobs, arq's default queue)."""
+    async with arq_pool(redis_server.url) as pool:
+        yield pool
 
 
 async def scrape_over_http(url: str) -> tuple[str, str]:
@@ -109,9 +104,9 @@ async def scrape_over_http(url: str) -> tuple[str, str]:
 
 
 async def test_a_scrape_over_http_says_what_happened_to_each_event(
-    redis: Redis, stream: str, make_processor: Any, arq_pool: ArqRedis
+    redis: Redis, stream: str, make_processor: Any, bot_pool: ArqRedis
 ) -> None:
-    events = BotRedisDispatcher(ArqRetryScheduler(arq_pool), retry_delay=3600, classifier=classify)
+    events = BotRedisDispatcher(ArqRetryScheduler(bot_pool), retry_delay=3600, classifier=classify)
     events.on_message("order.paid")(paid)
     events.on_message("order.flaky")(flaky)
     events.on_message("order.blocked")(blocked)

@@ -7,28 +7,25 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from redis import Redis
-from redis.asyncio import RedisCluster
 
 from codex_bot.metrics import instrument
 from codex_bot.redis import RedisStreamProcessor, RedisStreamStorage, partition_stream
 from codex_bot.testing import RedisClusterServer
 from codex_bot.testing.redis_server import free_port
 from tests._bad_day import CODEX_BOT, GROUP, blocked_day, cli
+from tests._helpers import OWN_SERVERS_ONLY
 from tests.conftest import wait_for
 from tests.test_cli import PASSWORD, one_line_error
 from tests.test_metrics import parse, value
 
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(
-        bool(os.environ.get("REDIS_URL")), reason="REDIS_URL: no redis-servers of our own"
-    ),
+    OWN_SERVERS_ONLY,
 ]
 
 STREAM = "{bot}:events"
@@ -37,29 +34,14 @@ HUGE = {"type": "report.ready", **{f"f{i}": "v" for i in range(4_500)}}
 """An entry beyond ``max_fields``: the processor dead-letters it, every field kept."""
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_binary: str | None) -> Iterator[RedisClusterServer]:
-    with RedisClusterServer(binary=redis_binary) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-async def client(cluster: RedisClusterServer) -> AsyncIterator[Any]:
-    cluster.wait_until_ready()
-    cluster.flushall()
-    made = RedisCluster.from_url(cluster.url, decode_responses=True)
-    yield made
-    await made.aclose()
-
-
 def codex_bot(*args: str) -> list[str]:
     return [*args, "--cluster", "--stream", STREAM]
 
 
 async def test_stats_pending_dead_letters_and_a_replay(
-    cluster: RedisClusterServer, client: Any
+    cluster: RedisClusterServer, cluster_client: Any
 ) -> None:
-    await blocked_day(client, STREAM, [1, 2, 3], stuck=2, extra=[HUGE])
+    await blocked_day(cluster_client, STREAM, [1, 2, 3], stuck=2, extra=[HUGE])
     url = cluster.url
 
     stats = (await cli(*codex_bot("stats", "--json"), url=url)).json()
@@ -81,36 +63,36 @@ async def test_stats_pending_dead_letters_and_a_replay(
 
     assert replay.code == 0, replay.err
     assert replay.out.splitlines()[-1] == "replayed 4 dead letters"
-    assert await client.xlen(DEAD) == 0
-    found = await client.xrange(STREAM)
+    assert await cluster_client.xlen(DEAD) == 0
+    found = await cluster_client.xrange(STREAM)
     replayed = {f["codex.replayed_from"]: f for _, f in found if "codex.replayed_from" in f}
     assert sorted(replayed) == sorted(letter["id"] for letter in letters)
     assert len(replayed[huge["id"]]) == len(HUGE) + 2  # the fields, origin and replayed_from
 
 
 async def test_an_interrupted_replay_run_again_duplicates_nothing(
-    cluster: RedisClusterServer, client: Any
+    cluster: RedisClusterServer, cluster_client: Any
 ) -> None:
-    await blocked_day(client, STREAM, list(range(30)), extra=[HUGE])
-    letters = [letter_id for letter_id, _ in await client.xrange(DEAD)]
+    await blocked_day(cluster_client, STREAM, list(range(30)), extra=[HUGE])
+    letters = [letter_id for letter_id, _ in await cluster_client.xrange(DEAD)]
     replay = [str(CODEX_BOT), *codex_bot("dead", "replay", "--yes")]
 
     process = await asyncio.create_subprocess_exec(
         *replay, "--rate", "20", env={**os.environ, "REDIS_URL": cluster.url}
     )
-    await wait_for(lambda: _fewer_than(client, 27), message="a few letters replayed")
+    await wait_for(lambda: _fewer_than(cluster_client, 27), message="a few letters replayed")
     process.send_signal(signal.SIGKILL)
     await process.wait()
-    left = await client.xlen(DEAD)
+    left = await cluster_client.xlen(DEAD)
     assert 0 < left < 31
 
     again = await cli(*codex_bot("dead", "replay", "--yes"), url=cluster.url)
     assert again.code == 0, again.err
     assert again.out.splitlines()[-1] == f"replayed {left} dead letters"
 
-    replayed = [f.get("codex.replayed_from") for _, f in await client.xrange(STREAM)]
+    replayed = [f.get("codex.replayed_from") for _, f in await cluster_client.xrange(STREAM)]
     assert sorted(filter(None, replayed)) == sorted(letters)
-    assert await client.xlen(DEAD) == 0
+    assert await cluster_client.xlen(DEAD) == 0
 
 
 async def _fewer_than(client: Any, count: int) -> bool:
@@ -118,15 +100,15 @@ async def _fewer_than(client: Any, count: int) -> bool:
 
 
 async def test_a_partitioned_stream_on_the_cluster(
-    cluster: RedisClusterServer, client: Any
+    cluster: RedisClusterServer, cluster_client: Any
 ) -> None:
     chats = list(range(1, 9))
-    await blocked_day(client, "ev", chats, partitions=4)
+    await blocked_day(cluster_client, "ev", chats, partitions=4)
     where = ("--cluster", "--stream", "ev", "--partitions", "4")
 
     stats = (await cli("stats", *where, "--json", url=cluster.url)).json()
     assert [part["dead_letters"]["count"] for part in stats["partitions"]] == [
-        await client.xlen(partition_stream("ev", i) + ":dead") for i in range(4)
+        await cluster_client.xlen(partition_stream("ev", i) + ":dead") for i in range(4)
     ]
     assert stats["total"]["dead_letters"]["count"] == len(chats)
     letters = (await cli("dead", "list", *where, "--json", url=cluster.url)).json()
@@ -134,7 +116,7 @@ async def test_a_partitioned_stream_on_the_cluster(
 
     assert replay.out.splitlines()[-1] == f"replayed {len(chats)} dead letters"
     for letter in letters:
-        found = await client.xrange(letter["source_stream"])
+        found = await cluster_client.xrange(letter["source_stream"])
         assert [f for _, f in found if f.get("codex.replayed_from") == letter["id"]]
 
 
@@ -169,19 +151,21 @@ async def test_errors_are_one_line_without_the_password(cluster: RedisClusterSer
     assert PASSWORD not in wrong.out + wrong.err
 
 
-async def test_metrics_of_a_partitioned_processor_on_the_cluster(client: Any) -> None:
+async def test_metrics_of_a_partitioned_processor_on_the_cluster(cluster_client: Any) -> None:
     chats = [1, 2, 3, 4]
-    await blocked_day(client, "ev", chats, stuck=1, partitions=2)
-    processor = RedisStreamProcessor(RedisStreamStorage(client), "ev", GROUP, "c2", partitions=2)
+    await blocked_day(cluster_client, "ev", chats, stuck=1, partitions=2)
+    processor = RedisStreamProcessor(
+        RedisStreamStorage(cluster_client), "ev", GROUP, "c2", partitions=2
+    )
     metrics = instrument(processor, None, CollectorRegistry())
 
     samples = parse((await metrics.scrape()).decode())
 
     for index in range(2):
         name = partition_stream("ev", index)
-        pending = len(await client.xpending_range(name, GROUP, "-", "+", 10))
+        pending = len(await cluster_client.xpending_range(name, GROUP, "-", "+", 10))
         assert value(samples, "codex_bot_pending", stream=name, group=GROUP) == pending
         assert value(samples, "codex_bot_stream_lag", stream=name, group=GROUP) == 0
-        dead = await client.xlen(name + ":dead")
+        dead = await cluster_client.xlen(name + ":dead")
         assert value(samples, "codex_bot_dead_letters", stream=name) == dead
     assert value(samples, "codex_bot_pending", stream="ev", group=GROUP) is None

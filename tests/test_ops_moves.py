@@ -37,7 +37,8 @@ def server(
 
 
 @pytest.fixture
-async def client(server: RedisServer | RedisClusterServer) -> AsyncIterator[Any]:
+async def either_client(server: RedisServer | RedisClusterServer) -> AsyncIterator[Any]:
+    """A client (bytes replies) of the module's one Redis or Redis Cluster, flushed."""
     if isinstance(server, RedisClusterServer):
         server.flushall()
         made: Any = RedisCluster.from_url(server.url)
@@ -67,78 +68,81 @@ async def replays(client: Any, letter_id: str) -> list[bytes]:
     return [e for e, f in found if f.get(b"codex.replayed_from") == letter_id.encode()]
 
 
-async def test_a_huge_letter_is_moved_once(client: Any) -> None:
-    await huge_letter(client)
-    ops = StreamOps(client, STREAM)
+async def test_a_huge_letter_is_moved_once(either_client: Any) -> None:
+    await huge_letter(either_client)
+    ops = StreamOps(either_client, STREAM)
     [letter] = await ops.dead_letters()
     first = await ops.dead.replay_one(letter)
     again = await ops.dead.replay_one(letter)
     assert first.entry_id is not None
     assert again.entry_id is None
-    [(entry_id, fields)] = await client.xrange(STREAM)
+    [(entry_id, fields)] = await either_client.xrange(STREAM)
     assert entry_id.decode() == first.entry_id
     assert len(fields) == FIELDS + 2  # type, the fields, codex.replayed_from
-    assert await client.xlen(DEAD) == 0
-    assert not await client.exists(DEAD + RESERVATIONS_SUFFIX)
+    assert await either_client.xlen(DEAD) == 0
+    assert not await either_client.exists(DEAD + RESERVATIONS_SUFFIX)
 
 
-async def test_stopped_after_the_reservation(client: Any) -> None:
-    letter_id, _ = await huge_letter(client)
-    mover = LargeLetterMover(client)
+async def test_stopped_after_the_reservation(either_client: Any) -> None:
+    letter_id, _ = await huge_letter(either_client)
+    mover = LargeLetterMover(either_client)
     reserved = await mover.reserve(STREAM, DEAD, letter_id)
-    await client.xadd(STREAM, {"type": "meanwhile"})  # newer events take the reserved id's place
+    # newer events take the reserved id's place
+    await either_client.xadd(STREAM, {"type": "meanwhile"})
 
-    result = await StreamOps(client, STREAM).replay()
+    result = await StreamOps(either_client, STREAM).replay()
 
     [done] = result.replayed
     assert done.entry_id != reserved.entry_id
-    assert [e.decode() for e in await replays(client, letter_id)] == [done.entry_id]
-    assert await client.xlen(DEAD) == 0
+    assert [e.decode() for e in await replays(either_client, letter_id)] == [done.entry_id]
+    assert await either_client.xlen(DEAD) == 0
 
 
-async def test_stopped_after_the_add(client: Any) -> None:
-    letter_id, values = await huge_letter(client)
-    mover = LargeLetterMover(client)
+async def test_stopped_after_the_add(either_client: Any) -> None:
+    letter_id, values = await huge_letter(either_client)
+    mover = LargeLetterMover(either_client)
     reserved = await mover.reserve(STREAM, DEAD, letter_id)
     assert await mover.add(STREAM, reserved.entry_id, values)
     # the XADD of a run killed while it was on the wire arrives late: refused, not added twice
     assert not await mover.add(STREAM, reserved.entry_id, values)
 
-    result = await StreamOps(client, STREAM).replay()
+    result = await StreamOps(either_client, STREAM).replay()
 
     assert [done.entry_id for done in result.replayed] == [reserved.entry_id]
-    assert [e.decode() for e in await replays(client, letter_id)] == [reserved.entry_id]
-    assert await client.xlen(DEAD) == 0
-    assert not await client.exists(DEAD + RESERVATIONS_SUFFIX)
+    assert [e.decode() for e in await replays(either_client, letter_id)] == [reserved.entry_id]
+    assert await either_client.xlen(DEAD) == 0
+    assert not await either_client.exists(DEAD + RESERVATIONS_SUFFIX)
 
 
 async def test_an_entry_of_another_letter_at_the_reserved_id_is_not_taken_for_its_own(
-    client: Any,
+    either_client: Any,
 ) -> None:
-    letter_id, _ = await huge_letter(client)
-    reserved = await LargeLetterMover(client).reserve(STREAM, DEAD, letter_id)
+    letter_id, _ = await huge_letter(either_client)
+    reserved = await LargeLetterMover(either_client).reserve(STREAM, DEAD, letter_id)
     # a second replay reserved the same id for another letter and added it first
-    await client.xadd(STREAM, {"type": "other", "codex.replayed_from": "1-0"}, id=reserved.entry_id)
+    await either_client.xadd(
+        STREAM, {"type": "other", "codex.replayed_from": "1-0"}, id=reserved.entry_id
+    )
 
-    result = await StreamOps(client, STREAM).replay()
+    result = await StreamOps(either_client, STREAM).replay()
 
     assert len(result.replayed) == 1
-    assert len(await replays(client, letter_id)) == 1
-    assert await client.xlen(DEAD) == 0
+    assert len(await replays(either_client, letter_id)) == 1
+    assert await either_client.xlen(DEAD) == 0
 
 
 async def test_an_added_entry_trimmed_before_the_move_finished_is_added_again(
-    client: Any,
+    either_client: Any,
 ) -> None:
-    letter_id, values = await huge_letter(client)
-    mover = LargeLetterMover(client)
+    letter_id, values = await huge_letter(either_client)
+    mover = LargeLetterMover(either_client)
     reserved = await mover.reserve(STREAM, DEAD, letter_id)
     assert await mover.add(STREAM, reserved.entry_id, values)
-    await client.xadd(STREAM, {"type": "later"})
-    await client.xtrim(STREAM, maxlen=1)  # the added entry is gone: it cannot be told apart
+    await either_client.xadd(STREAM, {"type": "later"})
+    await either_client.xtrim(STREAM, maxlen=1)  # the added entry is gone: it cannot be told apart
 
-    result = await StreamOps(client, STREAM).replay()  # at-least-once: added again, not lost
+    result = await StreamOps(either_client, STREAM).replay()  # at-least-once: added again, not lost
 
     assert len(result.replayed) == 1
-    assert len(await replays(client, letter_id)) == 1
-    assert await client.xlen(DEAD) == 0
+    assert len(await replays(either_client, letter_id)) == 1
+    assert await either_client.xlen(DEAD) == 0

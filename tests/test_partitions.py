@@ -22,13 +22,13 @@ from codex_bot.redis import (
     RedisStreamStorage,
     StreamProducer,
     SyncStreamProducer,
-    current_event,
     partition_of,
     partition_stream,
 )
 from codex_bot.redis.exceptions import LeaseLostError
 from codex_bot.redis.leases import LeasedStreamStorage, lease_key
-from tests.conftest import wait_for
+from tests._helpers import Seen
+from tests.conftest import blocked_clients, wait_for
 
 REPLICA = Path(__file__).with_name("_partition_replica.py")
 GROUP = "bot"
@@ -83,19 +83,6 @@ def test_the_sync_producer_partitions_alike(redis_server: Any):
 
 
 # -- one replica -------------------------------------------------------------------------
-
-
-class Seen:
-    """Records (partition stream, chat, seq) of each handled event."""
-
-    def __init__(self, fail_chat: int | None = None) -> None:
-        self.events: list[tuple[str, int, int]] = []
-        self.fail_chat = fail_chat
-
-    async def __call__(self, payload: dict[str, Any]) -> None:
-        event = current_event()
-        assert event is not None
-        self.events.append((event.stream_name, payload["chat_id"], payload["seq"]))
 
 
 async def test_one_replica_reads_every_partition_in_order(redis: Redis, stream: str):
@@ -162,13 +149,9 @@ async def test_a_blocked_leased_read_wakes_for_a_new_entry(redis: Redis, stream:
     await redis.set(lease, "me", px=10_000)
     mine = LeasedStreamStorage(redis, lease, "me")
     read = asyncio.create_task(mine.read_new(GroupConsumer(partition, GROUP, "me"), 10, 5_000))
-    await wait_for(lambda: blocked(redis), message="the read to block")
+    await wait_for(lambda: blocked_clients(redis), message="the read to block")
     entry_id = await redis.xadd(partition, {"type": "t"})
     assert [e for e, _ in await asyncio.wait_for(read, 5)] == [entry_id]
-
-
-async def blocked(redis: Redis) -> bool:
-    return int((await redis.info("clients"))["blocked_clients"]) > 0
 
 
 # -- replicas as processes ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from codex_bot.redis import (
     current_event,
 )
 from codex_bot.redis.codec import text
-from tests.conftest import Recorder, blocked_clients, pending_count, wait_for
+from tests.conftest import Recorder, blocked_clients, nothing_pending, pending_count, wait_for
 
 
 async def dead_letters(redis, stream: str) -> list[dict[str, Any]]:
@@ -33,10 +33,6 @@ def _text_or_bytes(value: bytes) -> str | bytes:
         return value.decode()
     except UnicodeDecodeError:
         return value
-
-
-async def nothing_pending(redis, stream: str) -> bool:
-    return await pending_count(redis, stream) == 0
 
 
 async def test_events_pushed_before_the_first_start_are_handled(redis, stream, make_processor):

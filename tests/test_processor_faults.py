@@ -17,30 +17,15 @@ from typing import Any
 import pytest
 
 from codex_bot.redis import StreamProducer, current_event
-from tests.conftest import blocked_clients, pending_count, wait_for
+from tests.conftest import Recorder, blocked_clients, nothing_pending, pending_count, wait_for
 
 CONSUMER_SCRIPT = Path(__file__).with_name("_consumer_proc.py")
 pytestmark = pytest.mark.redis_versions
 PROCESSOR_LOG = "codex_bot.redis.processor"
 
 
-class Handled:
-    """A callback that records the entry ids it handled, in order."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    async def __call__(self, payload: dict[str, Any]) -> None:
-        event = current_event()
-        assert event is not None
-        self.ids.append(event.entry_id)
-
-
-async def nothing_pending(redis, stream: str) -> bool:
-    return await pending_count(redis, stream) == 0
-
-
-async def push(redis, stream: str, n: int, start: int = 0) -> list[str]:
+async def add_numbered(redis, stream: str, n: int, start: int = 0) -> list[str]:
+    """Add ``n`` events of type ``t`` through a producer, numbered from ``start``; their ids."""
     return await StreamProducer(redis, stream).add_events(
         [("t", {"n": i}) for i in range(start, start + n)]
     )
@@ -58,12 +43,12 @@ async def test_a_killed_consumers_entries_are_claimed_by_another(
     fresh_server, make_client, make_processor, stream
 ):
     redis = make_client(fresh_server.url, decode_responses=True)
-    ids = await push(redis, stream, 20)
+    ids = await add_numbered(redis, stream, 20)
     victim = subprocess.Popen(
         [sys.executable, str(CONSUMER_SCRIPT), fresh_server.url, stream, "victim", "5"]
     )
     try:
-        ids += await push(redis, stream, 20, start=20)
+        ids += await add_numbered(redis, stream, 20, start=20)
         await wait_for(
             lambda: _length(redis, stream + ":handled", 5), message="the victim to handle 5"
         )
@@ -103,7 +88,7 @@ async def test_restart_with_persistence_loses_nothing(
 ):
     redis = make_client(persistent_server.url, decode_responses=True)
     gate = asyncio.Event()
-    handled = Handled()
+    handled = Recorder()
 
     async def handler(payload: dict[str, Any]) -> None:
         if payload["n"] == 10:
@@ -112,14 +97,14 @@ async def test_restart_with_persistence_loses_nothing(
 
     processor = make_processor(redis, stream, handler, max_backoff=0.1)
     await processor.start_listening()
-    ids = await push(redis, stream, 11)
-    await wait_for(lambda: len(handled.ids) == 10 and processor.stats.acked == 10)
+    ids = await add_numbered(redis, stream, 11)
+    await wait_for(lambda: len(handled.entry_ids) == 10 and processor.stats.acked == 10)
     await asyncio.to_thread(persistent_server.restart)
     gate.set()
-    ids += await push(redis, stream, 10, start=11)
-    await wait_for(lambda: len(handled.ids) == 21, message="every event")
+    ids += await add_numbered(redis, stream, 10, start=11)
+    await wait_for(lambda: len(handled.entry_ids) == 21, message="every event")
     await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
-    assert sorted(handled.ids) == sorted(ids)
+    assert sorted(handled.entry_ids) == sorted(ids)
     assert processor.stats.groups_recreated == 0  # the group and its PEL survived
     assert await redis.xlen(stream + ":dead") == 0
 
@@ -128,14 +113,15 @@ async def test_restart_without_persistence_recreates_the_group(
     fresh_server, make_client, make_processor, stream
 ):
     redis = make_client(fresh_server.url, decode_responses=True)
-    handled = Handled()
+    handled = Recorder()
     processor = make_processor(redis, stream, handled, max_backoff=0.1)
     await processor.start_listening()
-    ids = await push(redis, stream, 5)
-    await wait_for(lambda: handled.ids == ids, message="the first five")
+    ids = await add_numbered(redis, stream, 5)
+    await wait_for(lambda: handled.entry_ids == ids, message="the first five")
     await asyncio.to_thread(fresh_server.restart)
-    ids += await push(redis, stream, 5, start=5)  # the stream starts over, the group is gone
-    await wait_for(lambda: handled.ids == ids, message="five more after the restart")
+    # the stream starts over, the group is gone
+    ids += await add_numbered(redis, stream, 5, start=5)
+    await wait_for(lambda: handled.entry_ids == ids, message="five more after the restart")
     assert processor.stats.groups_recreated == 1
     assert processor.is_running
     await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
@@ -143,15 +129,15 @@ async def test_restart_without_persistence_recreates_the_group(
 
 async def test_flushall_during_a_blocked_read(fresh_server, make_client, make_processor, stream):
     redis = make_client(fresh_server.url, decode_responses=True)
-    handled = Handled()
+    handled = Recorder()
     processor = make_processor(redis, stream, handled, poll_interval=5)
     await processor.start_listening()
-    ids = await push(redis, stream, 3)
-    await wait_for(lambda: handled.ids == ids, message="the first three")
+    ids = await add_numbered(redis, stream, 3)
+    await wait_for(lambda: handled.entry_ids == ids, message="the first three")
     await wait_for(lambda: blocked_clients(redis), message="the read to block")
     await redis.flushall()
-    ids += await push(redis, stream, 3, start=3)
-    await wait_for(lambda: handled.ids == ids, message="three more after FLUSHALL")
+    ids += await add_numbered(redis, stream, 3, start=3)
+    await wait_for(lambda: handled.entry_ids == ids, message="three more after FLUSHALL")
     assert processor.stats.groups_recreated == 1
     [group] = await redis.xinfo_groups(stream)
     assert group["name"] == "bot"
@@ -163,11 +149,11 @@ async def test_a_destroyed_group_is_recreated_without_replay_or_skip(
     fresh_server, make_client, make_processor, stream
 ):
     redis = make_client(fresh_server.url, decode_responses=True)
-    handled = Handled()
+    handled = Recorder()
     processor = make_processor(redis, stream, handled, poll_interval=5)
     await processor.start_listening()
-    ids = await push(redis, stream, 50)
-    await wait_for(lambda: handled.ids == ids, message="the first fifty")
+    ids = await add_numbered(redis, stream, 50)
+    await wait_for(lambda: handled.entry_ids == ids, message="the first fifty")
     await wait_for(lambda: nothing_pending(redis, stream), message="fifty ACKs")
     async with redis.pipeline(transaction=True) as tx:
         # entries pushed while the group is missing, atomically with its loss
@@ -176,11 +162,11 @@ async def test_a_destroyed_group_is_recreated_without_replay_or_skip(
             tx.xadd(stream, {"type": "t", "n": f"json:{i}"})
         replies = await tx.execute()
     ids += replies[1:]
-    await wait_for(lambda: len(handled.ids) >= 55, message="the five pushed meanwhile")
-    ids += await push(redis, stream, 5, start=55)
-    await wait_for(lambda: len(handled.ids) >= 60, message="five more")
+    await wait_for(lambda: len(handled.entry_ids) >= 55, message="the five pushed meanwhile")
+    ids += await add_numbered(redis, stream, 5, start=55)
+    await wait_for(lambda: len(handled.entry_ids) >= 60, message="five more")
     await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
-    assert handled.ids == ids  # each once, in order: nothing replayed, nothing skipped
+    assert handled.entry_ids == ids  # each once, in order: nothing replayed, nothing skipped
     assert processor.stats.groups_recreated == 1
     await processor.stop_listening()
 
@@ -199,11 +185,11 @@ async def test_a_failed_entry_pending_when_its_group_is_destroyed_is_not_skipped
         redis, stream, handler, poll_interval=0.05, claim_min_idle_ms=60_000, claim_interval=60
     )
     await processor.start_listening()
-    await push(redis, stream, 2)
+    await add_numbered(redis, stream, 2)
     await wait_for(lambda: sorted(calls) == [0, 1], message="both delivered, n=0 failed")
     assert await pending_count(redis, stream) == 1
     await redis.xgroup_destroy(stream, "bot")  # the failed entry's PEL record goes with it
-    await push(redis, stream, 1, start=2)
+    await add_numbered(redis, stream, 1, start=2)
     # the group comes back at the last id seen, and the failed entry with it
     await wait_for(lambda: calls.count(0) == 2, message="the failed entry retried")
     await wait_for(lambda: 2 in calls, message="the entry pushed after the loss")
@@ -219,7 +205,7 @@ async def test_redis_unreachable_at_start_then_mid_run(
     caplog.set_level(logging.DEBUG, logger=PROCESSOR_LOG)
     fresh_server.stop()
     redis = make_client(fresh_server.url, decode_responses=True)
-    handled = Handled()
+    handled = Recorder()
     processor = make_processor(redis, stream, handled, max_backoff=0.05)
     started = time.monotonic()
     await processor.start_listening()
@@ -231,8 +217,8 @@ async def test_redis_unreachable_at_start_then_mid_run(
     assert len(outage_warnings(caplog)) == 1  # one warning for the outage, not one per retry
 
     await asyncio.to_thread(fresh_server.start)
-    ids = await push(redis, stream, 3)
-    await wait_for(lambda: handled.ids == ids, message="events pushed once Redis is up")
+    ids = await add_numbered(redis, stream, 3)
+    await wait_for(lambda: handled.entry_ids == ids, message="events pushed once Redis is up")
     await wait_for(lambda: processor.is_healthy, message="healthy again")
 
     # mid-run: the server goes away, nothing is pushed, it comes back empty
@@ -240,8 +226,8 @@ async def test_redis_unreachable_at_start_then_mid_run(
     await asyncio.to_thread(fresh_server.stop)
     await wait_for(lambda: processor.stats.errors > errors, message="the outage noticed")
     await asyncio.to_thread(fresh_server.start)
-    ids += await push(redis, stream, 3, start=3)
-    await wait_for(lambda: handled.ids == ids, message="events after the second outage")
+    ids += await add_numbered(redis, stream, 3, start=3)
+    await wait_for(lambda: handled.entry_ids == ids, message="events after the second outage")
     await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")
     assert processor.stats.groups_recreated == 1
     assert len(outage_warnings(caplog)) == 2  # once per outage
@@ -273,8 +259,8 @@ async def test_stop_while_redis_is_down_returns_promptly_and_loses_nothing(
     assert processor.stats.acked == 0
 
     await asyncio.to_thread(persistent_server.start)
-    handled = Handled()
+    handled = Recorder()
     restarted = make_processor(redis, stream, handled)  # the same consumer, after a restart
     await restarted.start_listening()
-    await wait_for(lambda: handled.ids == [entry_id], message="the unacknowledged entry")
+    await wait_for(lambda: handled.entry_ids == [entry_id], message="the unacknowledged entry")
     await wait_for(lambda: nothing_pending(redis, stream), message="nothing pending")

@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from codex_bot.redis import ReplicationError, StreamProducer, SyncStreamProducer
 from codex_bot.redis.codec import decode_fields
-from tests.conftest import wait_for
+from tests.conftest import command_calls, wait_for
 
 EVENTS = [("order.paid", {"chat_id": i, "items": [{"sku": "A", "qty": i}]}) for i in range(20)]
 
@@ -145,16 +145,11 @@ def test_producer_import_loads_neither_aiogram_nor_arq():
     assert result.stdout.strip() == ""
 
 
-async def _wait_calls(redis) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_wait", {}).get("calls", 0))
-
-
 async def test_no_wait_replicas_sends_no_wait(redis, stream):
     producer = StreamProducer(redis, stream)
     await producer.add_event("x", {})
     await producer.add_events(EVENTS)
-    assert await _wait_calls(redis) == 0
+    assert await command_calls(redis, "wait") == 0
 
 
 async def test_wait_replicas_raises_when_no_replica_confirms(redis_server, make_client, stream):
@@ -163,14 +158,14 @@ async def test_wait_replicas_raises_when_no_replica_confirms(redis_server, make_
     await client.ping()
     producer = StreamProducer(client, stream, wait_replicas=1, wait_timeout_ms=50)
     await _server_reads(observer)
-    before, waits = await _server_reads(observer), await _wait_calls(observer)
+    before, waits = await _server_reads(observer), await command_calls(observer, "wait")
 
     with pytest.raises(ReplicationError) as caught:
         await producer.add_events(EVENTS)
 
     # the XADDs and one WAIT after them went in one request
     assert await _server_reads(observer) - before - 2 <= 2  # less the two INFO reads
-    assert await _wait_calls(observer) == waits + 1
+    assert await command_calls(observer, "wait") == waits + 1
     error = caught.value
     assert (error.confirmed, error.wanted) == (0, 1)
     stored = [entry_id for entry_id, _ in await client.xrange(stream)]

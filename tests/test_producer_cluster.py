@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,12 +12,11 @@ from redis.asyncio import RedisCluster
 
 from codex_bot.redis import ReplicationError, StreamProducer, SyncStreamProducer
 from codex_bot.testing import ClusterNode, RedisClusterServer
+from tests._helpers import OWN_SERVERS_ONLY, ids_on
 
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(
-        bool(os.environ.get("REDIS_URL")), reason="REDIS_URL: no redis-servers of our own"
-    ),
+    OWN_SERVERS_ONLY,
 ]
 
 STREAM = "bot_events"
@@ -31,13 +29,12 @@ Producer = StreamProducer | SyncStreamProducer
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterServer]:
-    with RedisClusterServer(replicas=1) as cluster:
-        yield cluster
+def cluster_options() -> dict[str, Any]:
+    return {"replicas": 1}
 
 
 @pytest.fixture(autouse=True)
-def healed(cluster: RedisClusterServer) -> None:
+def healed_cluster(cluster: RedisClusterServer) -> None:
     """Every node back and the cluster ok, the data gone."""
     for node in cluster.nodes:
         if not node.running:
@@ -47,7 +44,8 @@ def healed(cluster: RedisClusterServer) -> None:
 
 
 @pytest.fixture
-async def client(cluster: RedisClusterServer) -> AsyncIterator[RedisCluster]:
+async def failover_client(cluster: RedisClusterServer) -> AsyncIterator[RedisCluster]:
+    """A cluster client that gives up on a dead node after 2 s, its slot map loaded."""
     client = RedisCluster.from_url(cluster.url, decode_responses=True, socket_timeout=2)
     await client.initialize()
     yield client
@@ -56,7 +54,7 @@ async def client(cluster: RedisClusterServer) -> AsyncIterator[RedisCluster]:
 
 @pytest.fixture(params=["async", "sync"])
 async def make_producer(
-    request: pytest.FixtureRequest, cluster: RedisClusterServer, client: RedisCluster
+    request: pytest.FixtureRequest, cluster: RedisClusterServer, failover_client: RedisCluster
 ) -> AsyncIterator[Any]:
     """``make_producer(**options)``: a partitioned producer over an async or a sync client."""
     sync_client = redis.RedisCluster.from_url(cluster.url, decode_responses=True, socket_timeout=2)
@@ -64,7 +62,7 @@ async def make_producer(
     def make(**options: Any) -> Producer:
         if request.param == "sync":
             return SyncStreamProducer(sync_client, STREAM, partitions=PARTITIONS, **options)
-        return StreamProducer(client, STREAM, partitions=PARTITIONS, **options)
+        return StreamProducer(failover_client, STREAM, partitions=PARTITIONS, **options)
 
     yield make
     sync_client.close()
@@ -80,11 +78,6 @@ def wait_calls(node: ClusterNode) -> int:
     with node.client() as client:
         stats = client.info("commandstats")
     return int(stats.get("cmdstat_wait", {}).get("calls", 0))
-
-
-def ids_on(node: ClusterNode, stream: str) -> list[str]:
-    with node.client() as client:
-        return [entry_id for entry_id, _ in client.xrange(stream)]
 
 
 def masters(cluster: RedisClusterServer) -> list[ClusterNode]:
@@ -109,9 +102,9 @@ async def test_add_events_waits_once_on_every_shard_it_wrote_to(
 
 
 async def test_one_event_waits_on_its_own_shard_only(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, failover_client: RedisCluster
 ) -> None:
-    producer = StreamProducer(client, STREAM, partitions=PARTITIONS, wait_replicas=1)
+    producer = StreamProducer(failover_client, STREAM, partitions=PARTITIONS, wait_replicas=1)
     before = {node: wait_calls(node) for node in masters(cluster)}
 
     entry_id = await producer.add_event("order.paid", {"chat_id": 7})

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis as sync_redis
 import redis.sentinel
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
 
 from codex_bot.redis import (
     RedisStreamProcessor,
@@ -21,13 +19,12 @@ from codex_bot.redis import (
     SyncStreamProducer,
 )
 from codex_bot.testing import RedisSentinelServer, ServerProcess
+from tests._helpers import OWN_SERVERS_ONLY, ids_on, sentinels
 from tests.conftest import Recorder, wait_for
 
 pytestmark = [
     pytest.mark.sentinel,
-    pytest.mark.skipif(
-        bool(os.environ.get("REDIS_URL")), reason="REDIS_URL: no redis-servers of our own"
-    ),
+    OWN_SERVERS_ONLY,
 ]
 
 STREAM = "bot_events"
@@ -37,14 +34,13 @@ CLIENT: dict[str, Any] = {"socket_timeout": 2, "socket_connect_timeout": 1}
 
 
 @pytest.fixture(scope="module")
-def sentinel() -> Iterator[RedisSentinelServer]:
+def sentinel_options() -> dict[str, Any]:
     # Two replicas: after a failover the new primary still has one, so WAIT 1 still holds.
-    with RedisSentinelServer(replicas=2) as setup:
-        yield setup
+    return {"replicas": 2}
 
 
 @pytest.fixture(autouse=True)
-def healed(sentinel: RedisSentinelServer) -> None:
+def healed_sentinel(sentinel: RedisSentinelServer) -> None:
     """Every node up and syncing, the data gone: what one test breaks, the next finds mended."""
     for node in sentinel.nodes:
         if not node.running:
@@ -59,20 +55,13 @@ def healed(sentinel: RedisSentinelServer) -> None:
 @contextlib.asynccontextmanager
 async def master_for(setup: RedisSentinelServer) -> AsyncIterator[Redis]:
     """A client of whichever node the Sentinels name the primary, as an app would use."""
-    sentinels = Sentinel(setup.sentinel_addresses, socket_timeout=2)
-    client = sentinels.master_for(setup.master_name, decode_responses=True, **CLIENT)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-        await client.connection_pool.disconnect()  # given a pool, aclose() leaves it open
-        for connection in sentinels.sentinels:
-            await connection.aclose()
-
-
-def ids_on(node: ServerProcess, stream: str = STREAM) -> set[str]:
-    with node.client() as client:
-        return {entry_id for entry_id, _ in client.xrange(stream)}
+    async with sentinels(setup.sentinel_addresses) as found:
+        client = found.master_for(setup.master_name, decode_responses=True, **CLIENT)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            await client.connection_pool.disconnect()  # given a pool, aclose() leaves it open
 
 
 async def kill_and_fail_over(setup: RedisSentinelServer) -> ServerProcess:
@@ -106,7 +95,7 @@ async def test_a_producer_keeps_pushing_across_a_primary_failover(
         failed_over.set()
         await pushing
 
-    assert set(confirmed) <= ids_on(new)
+    assert set(confirmed) <= set(ids_on(new, STREAM))
     assert len(set(confirmed)) == len(confirmed)
 
 
@@ -127,7 +116,7 @@ async def test_wait_replicas_refuses_what_a_failover_then_loses(
 
     error = refused.value
     assert (error.confirmed, error.wanted, len(error.entry_ids)) == (0, 1, 5)
-    survivors = ids_on(new)
+    survivors = set(ids_on(new, STREAM))
     assert set(confirmed) <= survivors  # WAIT 1 confirmed them: the failover kept them
     assert not set(acknowledged) & survivors  # the primary said OK, then they were gone
     assert not set(error.entry_ids) & survivors  # lost too, but the caller was told
@@ -192,5 +181,5 @@ def test_the_sync_producer_keeps_pushing_across_a_failover(
         for connection in sentinels.sentinels:
             connection.close()
 
-    assert set(confirmed) <= ids_on(new)
+    assert set(confirmed) <= set(ids_on(new, STREAM))
     assert len(confirmed) == 21

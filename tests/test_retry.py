@@ -397,7 +397,7 @@ def test_handler_names_are_stable() -> None:
 
 
 @pytest.fixture
-async def arq_pool(redis_server: RedisServer, redis: Redis) -> AsyncIterator[ArqRedis]:
+async def retry_pool(redis_server: RedisServer, redis: Redis) -> AsyncIterator[ArqRedis]:
     """The bot's arq pool (JSON jobs) on the flushed test server, on a queue of its own."""
     pool = create_retry_pool(redis_server.url, queue_name=f"arq:test:{uuid.uuid4().hex[:8]}")
     yield pool
@@ -444,19 +444,19 @@ def _retry_payload(attempt: int) -> dict[str, Any]:
     }
 
 
-async def test_schedule_retry_enqueues_one_deferred_job(arq_pool: ArqRedis) -> None:
-    scheduler = ArqRetryScheduler(arq_pool)
+async def test_schedule_retry_enqueues_one_deferred_job(retry_pool: ArqRedis) -> None:
+    scheduler = ArqRetryScheduler(retry_pool)
     before = time.time() * 1000
     await scheduler.schedule_retry(STREAM, _retry_payload(2), delay=30.0001)
     job_id = scheduler.job_id(STREAM, _retry_payload(2))
     assert job_id == "codex:retry:bot_events:1700000000000-0:2"
-    queue = arq_pool.default_queue_name
-    score = await arq_pool.zscore(queue, job_id)
+    queue = retry_pool.default_queue_name
+    score = await retry_pool.zscore(queue, job_id)
     assert score is not None
     # never early: the defer is rounded up, with a millisecond for arq's rounded clock
     assert score >= before + 30_001
     assert score <= time.time() * 1000 + 30_003
-    info = await Job(job_id, arq_pool, queue, arq_pool.job_deserializer).info()
+    info = await Job(job_id, retry_pool, queue, retry_pool.job_deserializer).info()
     assert info is not None
     assert info.function == "redeliver_event"
     stream_name, fields = info.args
@@ -464,18 +464,18 @@ async def test_schedule_retry_enqueues_one_deferred_job(arq_pool: ArqRedis) -> N
     assert decode_fields(fields) == _retry_payload(2)
 
 
-async def test_scheduling_the_same_retry_twice_is_a_no_op(arq_pool: ArqRedis) -> None:
-    scheduler = ArqRetryScheduler(arq_pool)
-    queue = arq_pool.default_queue_name
+async def test_scheduling_the_same_retry_twice_is_a_no_op(retry_pool: ArqRedis) -> None:
+    scheduler = ArqRetryScheduler(retry_pool)
+    queue = retry_pool.default_queue_name
     await scheduler.schedule_retry(STREAM, _retry_payload(2), delay=30)
     await scheduler.schedule_retry(STREAM, _retry_payload(2), delay=30)
-    assert await arq_pool.zcard(queue) == 1
+    assert await retry_pool.zcard(queue) == 1
     await scheduler.schedule_retry(STREAM, _retry_payload(3), delay=30)
-    assert await arq_pool.zcard(queue) == 2
+    assert await retry_pool.zcard(queue) == 2
 
 
-async def test_the_same_entry_failing_twice_schedules_one_job(arq_pool: ArqRedis) -> None:
-    dispatcher = BotRedisDispatcher(ArqRetryScheduler(arq_pool), retry_delay=30)
+async def test_the_same_entry_failing_twice_schedules_one_job(retry_pool: ArqRedis) -> None:
+    dispatcher = BotRedisDispatcher(ArqRetryScheduler(retry_pool), retry_delay=30)
 
     @dispatcher.on_message("x")
     async def fails(payload: dict[str, Any], container: Any) -> None:
@@ -488,14 +488,14 @@ async def test_the_same_entry_failing_twice_schedules_one_job(arq_pool: ArqRedis
             await dispatcher.process_message({"type": "x"}, STREAM)
         finally:
             _current.reset(token)
-    assert await arq_pool.zrange(arq_pool.default_queue_name, 0, -1) == [
+    assert await retry_pool.zrange(retry_pool.default_queue_name, 0, -1) == [
         b"codex:retry:bot_events:77-0:2"
     ]
 
 
-async def test_a_replayed_dead_letter_gets_a_retry_of_its_own(arq_pool: ArqRedis) -> None:
+async def test_a_replayed_dead_letter_gets_a_retry_of_its_own(retry_pool: ArqRedis) -> None:
     """A copy of an event (a replay keeping its ``codex.`` fields) is a new entry and a new job."""
-    dispatcher = BotRedisDispatcher(ArqRetryScheduler(arq_pool), retry_delay=30)
+    dispatcher = BotRedisDispatcher(ArqRetryScheduler(retry_pool), retry_delay=30)
 
     @dispatcher.on_message("x")
     async def fails(payload: dict[str, Any], container: Any) -> None:
@@ -510,27 +510,27 @@ async def test_a_replayed_dead_letter_gets_a_retry_of_its_own(arq_pool: ArqRedis
         finally:
             _current.reset(token)
         assert report.retry_delay is not None
-    assert sorted(await arq_pool.zrange(arq_pool.default_queue_name, 0, -1)) == [
+    assert sorted(await retry_pool.zrange(retry_pool.default_queue_name, 0, -1)) == [
         b"codex:retry:bot_events:40-0:3",
         b"codex:retry:bot_events:41-0:3",
     ]
 
 
-async def test_redeliver_event_appends_the_fields(arq_pool: ArqRedis, redis: Redis) -> None:
+async def test_redeliver_event_appends_the_fields(retry_pool: ArqRedis, redis: Redis) -> None:
     fields = {"type": "x", "chat_id": "json:42", ATTEMPT_FIELD: "json:2"}
-    entry_id = await redeliver_event({"redis": arq_pool}, "events:a", fields)
+    entry_id = await redeliver_event({"redis": retry_pool}, "events:a", fields)
     assert await redis.xrange("events:a") == [(entry_id, fields)]
     # a client put into ctx by on_startup wins over arq's own
     entry_id = await redeliver_event({"redis": None, "codex_redis": redis}, "events:b", fields)
     assert await redis.xrange("events:b") == [(entry_id, fields)]
 
 
-async def test_a_job_arq_runs_twice_delivers_once(arq_pool: ArqRedis, redis: Redis) -> None:
-    scheduler = ArqRetryScheduler(arq_pool)
+async def test_a_job_arq_runs_twice_delivers_once(retry_pool: ArqRedis, redis: Redis) -> None:
+    scheduler = ArqRetryScheduler(retry_pool)
     retry = await scheduler.schedule_retry(STREAM, _retry_payload(2), delay=30)
     await RedisStreamStorage(redis).record_retry(STREAM, retry)  # as the processor does
     assert await redis.hexists(STREAM + ":retries", retry.job_id)
-    ctx = {"redis": arq_pool, "job_id": retry.job_id}
+    ctx = {"redis": retry_pool, "job_id": retry.job_id}
     first = await redeliver_event(ctx, STREAM, retry.fields)
     again = await redeliver_event(ctx, STREAM, retry.fields)
     assert first

@@ -39,7 +39,6 @@ from codex_bot.redis import (
     BotRedisDispatcher,
     DispatchReport,
     RedisStreamProcessor,
-    RedisStreamStorage,
     RetryDecision,
     StreamProducer,
     create_retry_pool,
@@ -60,7 +59,8 @@ from codex_bot.redis.constants import (
 from codex_bot.redis.dispatcher import handler_name
 from codex_bot.retry_worker import worker_settings
 from codex_bot.testing.redis_server import RedisServer
-from tests.conftest import wait_for
+from tests._helpers import running_processor
+from tests.conftest import nothing_pending, pending_count, wait_for, xlen_is
 
 METHOD = SendMessage(chat_id=7, text="hello")
 GROUP = "bot"
@@ -187,7 +187,7 @@ class Calls:
 
 
 @contextlib.asynccontextmanager
-async def consuming(
+async def dispatching(
     redis: Redis,
     stream: str,
     dispatcher: BotRedisDispatcher,
@@ -195,9 +195,6 @@ async def consuming(
     **options: Any,
 ) -> AsyncIterator[RedisStreamProcessor]:
     """A processor on ``stream`` feeding ``dispatcher``; keeps each ``DispatchReport``."""
-    processor = RedisStreamProcessor(
-        RedisStreamStorage(redis), stream, GROUP, "c1", poll_interval=0.05, **options
-    )
     kept = reports if reports is not None else []
 
     async def callback(payload: dict[str, Any], stream_name: str) -> DispatchReport:
@@ -205,25 +202,13 @@ async def consuming(
         kept.append(report)
         return report
 
-    processor.set_message_callback(callback)
-    await processor.start_listening()
-    try:
+    async with running_processor(redis, stream, callback, **options) as processor:
         yield processor
-    finally:
-        await processor.stop_listening()
-
-
-async def _pending(redis: Redis, stream: str) -> int:
-    return int((await redis.xpending(stream, GROUP))["pending"])
-
-
-async def _nothing_pending(redis: Redis, stream: str) -> bool:
-    return await _pending(redis, stream) == 0
 
 
 async def _settled(redis: Redis, stream: str, arq: Arq) -> bool:
     """Nothing pending in the group and no retry left in arq's queue."""
-    return await _pending(redis, stream) == 0 and await arq.idle()
+    return await pending_count(redis, stream) == 0 and await arq.idle()
 
 
 async def _dead(redis: Redis, stream: str) -> list[dict[str, str]]:
@@ -259,7 +244,7 @@ async def test_a_retry_runs_only_the_failed_handlers_until_they_succeed(
 
         dispatcher.setup(container=None)
         data = {"chat_id": 7, "items": [{"sku": "A", "qty": 2}], "note": "json:kept as text"}
-        async with consuming(redis, stream, dispatcher, reports):
+        async with dispatching(redis, stream, dispatcher, reports):
             first_id = await StreamProducer(redis, stream).add_event("order.paid", data)
             await wait_for(lambda: len(twice) == 3, message="third attempt of fails_twice")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
@@ -311,7 +296,7 @@ async def test_after_max_attempts_the_event_is_dead_lettered_with_the_reason(
             raise RuntimeError("payment service down")
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher):
+        async with dispatching(redis, stream, dispatcher):
             first_id = await StreamProducer(redis, stream).add_event(
                 "order.paid", {"chat_id": 7, "amount": 10.5}
             )
@@ -365,7 +350,7 @@ async def test_telegram_errors_that_cannot_succeed_are_dead_lettered_at_once(
             raise error
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher):
+        async with dispatching(redis, stream, dispatcher):
             entry_id = await StreamProducer(redis, stream).add_event("reminder.due", {"chat_id": 7})
             dead = await wait_for(lambda: _dead(redis, stream), message="dead letter")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
@@ -398,7 +383,7 @@ async def test_flood_control_is_retried_after_telegrams_retry_after(
                 )
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher, reports):
+        async with dispatching(redis, stream, dispatcher, reports):
             await StreamProducer(redis, stream).add_event("broadcast.part", {"chat_id": 7})
             await wait_for(lambda: len(calls) == 2, message="second attempt")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
@@ -428,7 +413,7 @@ async def test_a_long_flood_is_retried_without_using_attempts_until_delivered(
             calls.record(payload)
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher):
+        async with dispatching(redis, stream, dispatcher):
             await StreamProducer(redis, stream).add_event("broadcast.part", {"chat_id": 7})
             await wait_for(lambda: len(calls) == 6, message="the delivery after five floods")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
@@ -451,7 +436,7 @@ async def test_flood_control_dead_letters_only_past_max_flood_delay(
             )
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher):
+        async with dispatching(redis, stream, dispatcher):
             await StreamProducer(redis, stream).add_event("broadcast.part", {"chat_id": 7})
             dead = await wait_for(lambda: _dead(redis, stream), message="the dead letter")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
@@ -480,7 +465,7 @@ async def test_network_and_server_errors_follow_the_backoff(
                 raise errors[attempt - 1]
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher, reports):
+        async with dispatching(redis, stream, dispatcher, reports):
             await StreamProducer(redis, stream).add_event("x", {"chat_id": 7})
             await wait_for(lambda: len(calls) == 3, message="third attempt")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
@@ -519,7 +504,7 @@ async def test_a_custom_classifier_decides_retries_and_dead_letters(
             raise ValueError("amount must be positive")
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher):
+        async with dispatching(redis, stream, dispatcher):
             await StreamProducer(redis, stream).add_event("x", {"amount": -1})
             dead = await wait_for(lambda: _dead(redis, stream), message="dead letter")
             await wait_for(lambda: _settled(redis, stream, arq), message="settled")
@@ -553,7 +538,7 @@ async def test_when_arq_is_down_the_entry_stays_pending_and_comes_back(
 
         dispatcher.setup(container=None)
         fresh_server.stop()
-        async with consuming(
+        async with dispatching(
             redis,
             stream,
             dispatcher,
@@ -602,14 +587,14 @@ async def test_without_a_scheduler_the_entry_stays_pending_until_max_deliveries(
         raise RuntimeError("down")
 
     dispatcher.setup(container=None)
-    async with consuming(
+    async with dispatching(
         redis, stream, dispatcher, claim_min_idle_ms=200, claim_interval=0.05, max_deliveries=3
     ):
         entry_id = await StreamProducer(redis, stream).add_event("x", {"chat_id": 7})
         await wait_for(lambda: len(broken) == 1, message="first delivery")
-        assert await _pending(redis, stream) == 1
+        assert await pending_count(redis, stream) == 1
         dead = await wait_for(lambda: _dead(redis, stream), message="parked")
-        await wait_for(lambda: _nothing_pending(redis, stream), message="acked")
+        await wait_for(lambda: nothing_pending(redis, stream), message="acked")
 
     assert broken.deliveries == [1, 2, 3]
     assert broken.entry_ids == [entry_id] * 3
@@ -633,15 +618,11 @@ async def test_the_same_retry_scheduled_twice_is_delivered_once(
         await arq.scheduler.schedule_retry(stream, payload, delay=0)
         assert await arq.idle()
         await arq.scheduler.schedule_retry(stream, {**payload, ATTEMPT_FIELD: 3}, delay=0)
-        await wait_for(lambda: _xlen_is(redis, stream, 2), message="the next attempt")
+        await wait_for(lambda: xlen_is(redis, stream, 2), message="the next attempt")
         await wait_for(arq.idle, message="job done")
 
     entries = await redis.xrange(stream)
     assert [fields[ATTEMPT_FIELD] for _, fields in entries] == ["json:2", "json:3"]
-
-
-async def _xlen_is(redis: Redis, stream: str, length: int) -> bool:
-    return await redis.xlen(stream) == length
 
 
 async def test_the_ready_worker_settings_run_a_retry(
@@ -663,10 +644,10 @@ async def test_the_ready_worker_settings_run_a_retry(
                 raise TelegramNetworkError(method=METHOD, message="timeout")
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher):
+        async with dispatching(redis, stream, dispatcher):
             await StreamProducer(redis, stream).add_event("x", {"chat_id": 7})
             await wait_for(lambda: len(calls) == 2, message="the retry")
-            await wait_for(lambda: _nothing_pending(redis, stream), message="acked")
+            await wait_for(lambda: nothing_pending(redis, stream), message="acked")
         assert worker.jobs_complete == 1
         assert worker.jobs_failed == 0
     finally:
@@ -693,7 +674,7 @@ async def _lost_retry(
             raise TelegramNetworkError(method=METHOD, message="timeout")
 
     dispatcher.setup(container=None)
-    async with consuming(redis, stream, dispatcher, claim_interval=0.05):
+    async with dispatching(redis, stream, dispatcher, claim_interval=0.05):
         await StreamProducer(redis, stream).add_event("x", {"chat_id": 7, "text": "hi"})
         await wait_for(lambda: _dead_count(redis, stream, 1), timeout=15, message="a dead letter")
     assert len(calls) == 1  # the retry never came back
@@ -702,7 +683,7 @@ async def _lost_retry(
     assert letter[DEAD_HANDLER_FIELD] == handler_name(send)
     assert letter[ATTEMPT_FIELD] == "json:2"
     assert not await redis.exists(stream + ":retries", stream + ":retries:due")
-    assert await _nothing_pending(redis, stream)
+    assert await nothing_pending(redis, stream)
     return letter
 
 
@@ -765,7 +746,7 @@ async def test_a_retry_still_waiting_for_a_worker_is_not_dead_lettered(
                 raise TelegramNetworkError(method=METHOD, message="timeout")
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher, claim_interval=0.05):
+        async with dispatching(redis, stream, dispatcher, claim_interval=0.05):
             await StreamProducer(redis, stream).add_event("x", {"chat_id": 7})
             await wait_for(lambda: len(calls) == 1, message="the first attempt")
             # sweeps look at the overdue retry while arq still holds it, and wait
@@ -779,7 +760,7 @@ async def test_a_retry_still_waiting_for_a_worker_is_not_dead_lettered(
             assert await redis.xlen(stream + ":dead") == 0
             await start()
             await wait_for(lambda: len(calls) == 2, message="the late retry")
-            await wait_for(lambda: _nothing_pending(redis, stream), message="acked")
+            await wait_for(lambda: nothing_pending(redis, stream), message="acked")
     assert await redis.xlen(stream + ":dead") == 0
     assert not await redis.exists(stream + ":retries")
 
@@ -805,7 +786,7 @@ async def test_a_replayed_dead_letter_runs_the_failed_handler_again(
                 )
 
         dispatcher.setup(container=None)
-        async with consuming(redis, stream, dispatcher):
+        async with dispatching(redis, stream, dispatcher):
             await StreamProducer(redis, stream).add_event("x", {"chat_id": 7, "text": "hi"})
             await wait_for(lambda: _dead(redis, stream), message="dead letter")
             unblocked.set()  # the user unblocked the bot; the operator replays

@@ -14,6 +14,7 @@ from arq.constants import default_queue_name
 from codex_bot.config import ConfigurationError
 from codex_bot.redis import json_job_deserializer, json_job_serializer, redeliver_event
 from codex_bot.retry_worker import worker_settings
+from tests._helpers import import_with_redis_url
 
 ARQ = Path(sys.executable).with_name("arq")
 
@@ -57,14 +58,7 @@ def test_a_bad_max_tries_is_named(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["", "localhost:6379"])
 def test_the_module_imports_whatever_redis_url_holds(value: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", "import codex_bot.retry_worker"],
-        env={**os.environ, "REDIS_URL": value},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = import_with_redis_url("codex_bot.retry_worker", value)
     assert result.returncode == 0, result.stderr
 
 

@@ -16,7 +16,7 @@ from codex_bot.redis import (
     StreamStorageProtocol,
 )
 from codex_bot.redis.codec import decode_fields, text
-from tests.conftest import Recorder, pending_count, redis_major, wait_for
+from tests.conftest import Recorder, blocked_clients, pending_count, redis_major, wait_for
 
 GROUP = "bot"
 CLIENTS = {
@@ -38,7 +38,8 @@ def store(client) -> RedisStreamStorage:
     return RedisStreamStorage(client)
 
 
-async def push(redis: Redis, stream: str, n: int, **fields: str) -> list[str]:
+async def xadd_numbered(redis: Redis, stream: str, n: int, **fields: str) -> list[str]:
+    """XADD ``n`` raw entries of type ``t`` (with ``fields``), numbered from 0; their ids."""
     return [text(await redis.xadd(stream, {"type": "t", "n": str(i), **fields})) for i in range(n)]
 
 
@@ -53,7 +54,7 @@ def test_implements_both_protocols(store):
 
 
 async def test_group_starts_at_zero_so_earlier_events_are_read(store, client, stream):
-    ids = await push(client, stream, 3)
+    ids = await xadd_numbered(client, stream, 3)
     await store.create_group(stream, GROUP)
     entries = await store.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 100)
     assert [entry_id for entry_id, _ in entries] == ids
@@ -79,7 +80,7 @@ async def test_group_last_delivered_id(store, client, stream):
     assert await store.group_last_delivered_id(stream, GROUP) is None
     await store.create_group(stream, GROUP)
     assert await store.group_last_delivered_id(stream, GROUP) == "0-0"
-    ids = await push(client, stream, 2)
+    ids = await xadd_numbered(client, stream, 2)
     await deliver(client, stream, "c1", 2)
     assert await store.group_last_delivered_id(stream, GROUP) == ids[-1]
     assert await store.group_last_delivered_id(stream, "missing") is None
@@ -95,14 +96,10 @@ async def test_read_new_blocks_for_its_timeout_then_returns_nothing(store, strea
 async def test_read_new_wakes_up_when_an_entry_arrives(store, client, stream):
     await store.create_group(stream, GROUP)
     read = asyncio.create_task(store.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 10_000))
-    await wait_for(lambda: _blocked(client), message="the read to block on the server")
-    [entry_id] = await push(client, stream, 1)
+    await wait_for(lambda: blocked_clients(client), message="the read to block on the server")
+    [entry_id] = await xadd_numbered(client, stream, 1)
     entries = await asyncio.wait_for(read, 2)
     assert [e for e, _ in entries] == [entry_id]
-
-
-async def _blocked(redis: Redis) -> bool:
-    return int((await redis.info("clients"))["blocked_clients"]) > 0
 
 
 async def test_block_is_clamped_below_the_socket_timeout(redis_server, make_client, stream):
@@ -140,7 +137,7 @@ async def test_a_processor_polling_longer_than_the_socket_timeout_does_not_fail(
 
 async def test_read_own_pending_returns_this_consumers_entries(store, client, stream):
     await store.create_group(stream, GROUP)
-    ids = await push(client, stream, 4)
+    ids = await xadd_numbered(client, stream, 4)
     await deliver(client, stream, "c1", 3)
     await deliver(client, stream, "c2", 1)
     await client.xdel(stream, ids[1])
@@ -153,7 +150,7 @@ async def test_read_own_pending_returns_this_consumers_entries(store, client, st
 
 async def test_claim_stale_follows_the_cursor_over_a_pel_larger_than_a_page(store, client, stream):
     await store.create_group(stream, GROUP)
-    ids = await push(client, stream, 25)
+    ids = await xadd_numbered(client, stream, 25)
     await deliver(client, stream, "dead", 25)
     claimed = await _claim_all(store, stream, page_size=10)
     assert claimed == ids
@@ -178,7 +175,7 @@ async def _claim_all(store: RedisStreamStorage, stream: str, page_size: int) -> 
 
 async def test_claim_stale_respects_min_idle(store, client, stream):
     await store.create_group(stream, GROUP)
-    await push(client, stream, 2)
+    await xadd_numbered(client, stream, 2)
     await deliver(client, stream, "dead", 2)
     page = await store.claim_stale(GroupConsumer(stream, GROUP, "alive"), 60_000, "0-0", 10)
     assert page.entries == []
@@ -187,7 +184,7 @@ async def test_claim_stale_respects_min_idle(store, client, stream):
 
 async def test_claim_stale_events_keeps_the_basic_shape(store, client, stream):
     await store.create_group(stream, GROUP)
-    ids = await push(client, stream, 3)
+    ids = await xadd_numbered(client, stream, 3)
     await deliver(client, stream, "dead", 3)
     entries = await store.claim_stale_events(stream, GROUP, "alive", 0, 2)
     assert [e for e, _ in entries] == ids[:2]
@@ -202,7 +199,7 @@ async def test_claim_cursor_and_deleted_entries_on_each_redis_version(
     client = make_client(fresh_server.url, **CLIENTS[kind])
     store = RedisStreamStorage(client)
     await store.create_group(stream, GROUP)
-    ids = await push(client, stream, 25)
+    ids = await xadd_numbered(client, stream, 25)
     await deliver(client, stream, "dead", 25)
     # idle for an hour, but ids[5]: "alive" holds it and is working on it
     await client.xclaim(stream, GROUP, "dead", 0, ids, idle=3_600_000, justid=True)
@@ -237,7 +234,7 @@ async def test_claim_cursor_and_deleted_entries_on_each_redis_version(
 
 async def test_delivery_counts(store, client, stream):
     await store.create_group(stream, GROUP)
-    ids = await push(client, stream, 3)
+    ids = await xadd_numbered(client, stream, 3)
     await deliver(client, stream, "c1", 3)
     await store.claim_stale(GroupConsumer(stream, GROUP, "c2"), 0, ids[1], 1)
     await store.claim_stale(GroupConsumer(stream, GROUP, "c2"), 0, ids[1], 1)
@@ -249,7 +246,7 @@ async def test_delivery_counts(store, client, stream):
 
 async def test_delivery_counts_pages_past_other_consumers_entries(store, client, stream):
     await store.create_group(stream, GROUP)
-    ids = await push(client, stream, 250)
+    ids = await xadd_numbered(client, stream, 250)
     await deliver(client, stream, "c1", 250)
     wanted = [ids[0], ids[249]]
     assert await store.delivery_counts(stream, GROUP, wanted) == {ids[0]: 1, ids[249]: 1}
@@ -257,7 +254,7 @@ async def test_delivery_counts_pages_past_other_consumers_entries(store, client,
 
 async def test_ack_events_acknowledges_a_batch(store, client, stream):
     await store.create_group(stream, GROUP)
-    ids = await push(client, stream, 5)
+    ids = await xadd_numbered(client, stream, 5)
     await deliver(client, stream, "c1", 5)
     assert await store.ack_events(stream, GROUP, ids[:4]) == 4
     assert await store.ack_events(stream, GROUP, ids[:4]) == 0
@@ -269,7 +266,7 @@ async def test_ack_events_acknowledges_a_batch(store, client, stream):
 
 async def test_dead_letter_writes_the_letters_and_acks(store, client, stream):
     await store.create_group(stream, GROUP)
-    [entry_id] = await push(client, stream, 1)
+    [entry_id] = await xadd_numbered(client, stream, 1)
     await deliver(client, stream, "c1", 1)
     letters = [{"type": "t", "codex.dead.reason": "r1"}, {"type": "t", "codex.dead.reason": "r2"}]
     await store.dead_letter(stream, GROUP, entry_id, stream + ":dead", letters)
@@ -283,7 +280,7 @@ async def test_dead_letter_writes_the_letters_and_acks(store, client, stream):
 
 async def test_dead_letter_acks_nothing_when_the_letter_cannot_be_written(store, client, stream):
     await store.create_group(stream, GROUP)
-    [entry_id] = await push(client, stream, 1)
+    [entry_id] = await xadd_numbered(client, stream, 1)
     await deliver(client, stream, "c1", 1)
     await client.set(stream + ":dead", "a string, not a stream")
     with pytest.raises(ResponseError, match="WRONGTYPE"):
@@ -294,7 +291,7 @@ async def test_dead_letter_acks_nothing_when_the_letter_cannot_be_written(store,
 async def test_non_utf8_entries_do_not_fail_a_read(store, client, stream):
     await store.create_group(stream, GROUP)
     bad = text(await client.xadd(stream, {b"type": b"t", b"v": b"\xff"}))
-    [good] = await push(client, stream, 1)
+    [good] = await xadd_numbered(client, stream, 1)
     entries = await store.read_new(GroupConsumer(stream, GROUP, "c1"), 10, 100)
     assert [e for e, _ in entries] == [bad, good]
     assert decode_fields(entries[1][1]) == {"type": "t", "n": "0"}

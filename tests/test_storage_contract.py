@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from codex_bot.redis import GroupConsumer, RedisStreamStorage
 from codex_bot.testing import InMemoryStreamStorage
-from tests.conftest import REDIS_BINARIES, redis_major, wait_for
+from tests.conftest import REDIS_BINARIES, blocked_clients, redis_major, wait_for
 
 GROUP = "bot"
 
@@ -86,12 +86,8 @@ class Backend:
             return
         redis = self.redis
         await wait_for(
-            lambda: _blocked_clients(redis), timeout=5, message="XREADGROUP to block on the server"
+            lambda: blocked_clients(redis), timeout=5, message="XREADGROUP to block on the server"
         )
-
-
-async def _blocked_clients(redis: Redis) -> int:
-    return int((await redis.info("clients"))["blocked_clients"])
 
 
 @pytest.fixture

@@ -8,26 +8,22 @@ from typing import Any
 from aiogram import Bot, Dispatcher, Router
 from aiogram.filters import Command
 from aiogram.types import Message, Update
-from dependency_injector import containers, providers
 from redis.asyncio import Redis
 
 from codex_bot.redis import BotRedisDispatcher, RedisRouter, StreamProducer
 from codex_bot.telegram import RateLimitMiddleware, TelegramLimits
 from codex_bot.testing import TelegramBotAPIStandIn
+from tests._helpers import BotContainer, command_update
 from tests.conftest import pending_count, wait_for
 
 LIMITS = TelegramLimits(per_second=100)
-
-
-class Container(containers.DeclarativeContainer):
-    bot = providers.Dependency(instance_of=Bot)
 
 
 notifications = RedisRouter()
 
 
 @notifications.message("notification.created")
-async def notify(payload: dict[str, Any], container: Container) -> None:
+async def notify(payload: dict[str, Any], container: BotContainer) -> None:
     await container.bot().send_message(payload["chat_id"], payload["text"])
 
 
@@ -40,7 +36,7 @@ async def test_a_stream_broadcast_and_a_command_answer_share_the_budget(
         bot.session.middleware(middleware)
         events = BotRedisDispatcher()
         events.include_router(notifications)
-        events.setup(container=Container(bot=bot))
+        events.setup(container=BotContainer(bot=bot))
         processor = make_processor(redis, stream, events.process_message, max_concurrency=100)
         commands = Router()
 
@@ -57,7 +53,9 @@ async def test_a_stream_broadcast_and_a_command_answer_share_the_budget(
 
         await processor.start_listening()
         await api.wait_for_messages(100)
-        update = Update.model_validate(command(9_999, "/ping"), context={"bot": bot})
+        update = Update.model_validate(
+            {"update_id": 1, **command_update(9_999, "/ping")}, context={"bot": bot}
+        )
         await dp.feed_update(bot, update)  # an ordinary handler, mid-broadcast
         await api.wait_for_messages(201)
         await wait_for(lambda: processor.stats.acked == 200, message="200 acks")
@@ -74,16 +72,3 @@ async def test_a_stream_broadcast_and_a_command_answer_share_the_budget(
     assert await pending_count(redis, stream) == 0
     assert await redis.exists(stream + ":dead") == 0
     assert elapsed > 1.9  # 201 messages paced at 100/s, margin included
-
-
-def command(chat_id: int, text: str) -> dict[str, Any]:
-    user = {"id": chat_id, "is_bot": False, "first_name": "Ann"}
-    message = {
-        "message_id": 1,
-        "date": int(time.time()),
-        "chat": {"id": chat_id, "type": "private", "first_name": "Ann"},
-        "from": user,
-        "text": text,
-        "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
-    }
-    return {"update_id": 1, "message": message}

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from codex_bot.telegram import FloodLimiter, RateLimitMiddleware, TelegramLimits
 from codex_bot.testing import RedisServer, TelegramBotAPIStandIn
+from tests._helpers import max_in_window
 from tests.conftest import wait_for
 
 TOKEN = "4242:TEST"
@@ -36,12 +37,6 @@ async def make_bot() -> AsyncIterator[Callable[..., Bot]]:
     yield make
     for bot in bots:
         await bot.session.close()
-
-
-def max_in_window(times: list[float], span: float) -> int:
-    """The most arrivals in any window ``(t - span, t]``."""
-    times = sorted(times)
-    return max(sum(1 for s in times[: i + 1] if s > t - span) for i, t in enumerate(times))
 
 
 async def scripts_run(redis: Redis) -> int:

@@ -14,6 +14,7 @@ import pytest
 
 from codex_bot.telegram import TelegramLimits
 from codex_bot.testing import TelegramBotAPIStandIn
+from tests._helpers import max_in_window
 
 REPLICA = Path(__file__).with_name("_broadcast_proc.py")
 PER_SECOND = 100
@@ -47,7 +48,7 @@ def replicas() -> Iterator[list[subprocess.Popen[str]]]:
             proc.communicate()  # waits, and closes the pipes
 
 
-async def broadcast(
+async def broadcast_from_each(
     replicas: list[subprocess.Popen[str]], redis_url: str, api: str, prefixes: list[str]
 ) -> list[Any]:
     """Let every replica broadcast to chats of its own at once, each with its key prefix."""
@@ -63,17 +64,13 @@ async def broadcast(
     ]
 
 
-def max_in_window(times: list[float], span: float) -> int:
-    """The most arrivals in any window ``(t - span, t]``."""
-    times = sorted(times)
-    return max(sum(1 for s in times[: i + 1] if s > t - span) for i, t in enumerate(times))
-
-
 async def test_two_replicas_share_one_budget(
     replicas: list[subprocess.Popen[str]], redis: Any, redis_server: Any
 ) -> None:
     async with TelegramBotAPIStandIn(limits=TelegramLimits(**LIMITS)) as api:
-        reports = await broadcast(replicas, redis_server.url, api.base_url, ["codex:tg"] * 2)
+        reports = await broadcast_from_each(
+            replicas, redis_server.url, api.base_url, ["codex:tg"] * 2
+        )
         arrivals = sorted(message.at for message in api.sent)
 
     assert [report["failed"] for report in reports] == [0, 0]
@@ -92,7 +89,7 @@ async def test_a_limiter_per_process_would_flood_telegram(
 ) -> None:
     """The same run with a budget per process: proves the test above can fail."""
     async with TelegramBotAPIStandIn(limits=TelegramLimits(**LIMITS)) as api:
-        reports = await broadcast(replicas, redis_server.url, api.base_url, ["a", "b"])
+        reports = await broadcast_from_each(replicas, redis_server.url, api.base_url, ["a", "b"])
 
     assert api.flood_answers >= 20  # far beyond what a stall explains
     assert sum(report["stats"]["flood_absorbed"] for report in reports) == api.flood_answers

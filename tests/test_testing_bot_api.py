@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -30,14 +29,9 @@ from aiogram.types import (
 
 from codex_bot.telegram import TelegramLimits
 from codex_bot.testing.bot_api import SentMessage, TelegramBotAPIStandIn
+from tests._helpers import command_update
 
 TOKEN = "42:TEST"
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[TelegramBotAPIStandIn]:
-    async with TelegramBotAPIStandIn() as server:
-        yield server
 
 
 @pytest.fixture
@@ -45,19 +39,6 @@ async def bot(standin: TelegramBotAPIStandIn) -> AsyncIterator[Bot]:
     bot = Bot(token=TOKEN, session=standin.session())
     yield bot
     await bot.session.close()
-
-
-def message_update(chat_id: int, text: str) -> dict[str, Any]:
-    user = {"id": chat_id, "is_bot": False, "first_name": "Ann"}
-    message = {
-        "message_id": 1,
-        "date": int(time.time()),
-        "chat": {"id": chat_id, "type": "private", "first_name": "Ann"},
-        "from": user,
-        "text": text,
-        "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
-    }
-    return {"message": message}
 
 
 class DoesNotExist(TelegramMethod[bool]):
@@ -183,7 +164,7 @@ async def test_get_updates_long_poll_returns_update_pushed_while_waiting(
     poll = asyncio.create_task(bot.get_updates(timeout=20))
     await standin.wait_for_calls("getUpdates")
 
-    update_id = standin.push_update(message_update(7, "/start"))
+    update_id = standin.push_update(command_update(7, "/start"))
     updates = await poll
 
     assert time.monotonic() - started < 10
@@ -337,7 +318,7 @@ async def test_dispatcher_polling_replies_through_the_standin(
     polling = asyncio.create_task(dp.start_polling(bot, handle_signals=False))
     try:
         await standin.wait_for_calls("getUpdates")
-        standin.push_update(message_update(777, "/start"))
+        standin.push_update(command_update(777, "/start"))
 
         [reply] = await standin.wait_for_messages(1, timeout=5)
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from redis.asyncio import RedisCluster
@@ -12,13 +11,12 @@ from redis.exceptions import RedisClusterException
 
 from codex_bot.testing import ClusterNode, RedisClusterServer
 from codex_bot.testing.cluster import SLOTS
+from tests._helpers import OWN_SERVERS_ONLY, getkeys_calls
 from tests.conftest import wait_for
 
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(
-        bool(os.environ.get("REDIS_URL")), reason="REDIS_URL: no redis-servers of our own"
-    ),
+    OWN_SERVERS_ONLY,
 ]
 
 STREAM = "{orders}:events"
@@ -26,36 +24,16 @@ DEAD = "{orders}:events:dead"
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisClusterServer]:
-    with RedisClusterServer(persistent=True) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-async def client(cluster: RedisClusterServer) -> AsyncIterator[RedisCluster]:
-    cluster.wait_until_ready()
-    cluster.flushall()
-    client = RedisCluster.from_url(cluster.url, decode_responses=True)
-    yield client
-    await client.aclose()
+def cluster_options() -> dict[str, Any]:
+    return {"persistent": True}
 
 
 def key_on(cluster: RedisClusterServer, node: ClusterNode) -> str:
     return next(k for i in range(1000) if cluster.node_for_key(k := f"key:{i}") is node)
 
 
-def getkeys_calls(cluster: RedisClusterServer) -> int:
-    """COMMAND calls over all nodes (7.0 counts COMMAND GETKEYS apart, 6.2 with COMMAND)."""
-    total = 0
-    for node in cluster.nodes:
-        with node.client() as redis:
-            stats = redis.info("commandstats")
-        total += sum(v["calls"] for k, v in stats.items() if k.startswith("cmdstat_command"))
-    return total
-
-
 async def test_the_cluster_splits_every_slot_between_three_masters(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, cluster_client: RedisCluster
 ) -> None:
     shards = cluster.shards()
 
@@ -63,113 +41,113 @@ async def test_the_cluster_splits_every_slot_between_three_masters(
     assert {shard.master for shard in shards} == set(cluster.nodes)
     assert set(cluster.states().values()) == {"ok"}
     assert sum(last - first + 1 for s in shards for first, last in s.slots) == SLOTS
-    await client.initialize()
-    assert sorted(node.port for node in client.get_primaries()) == sorted(
+    await cluster_client.initialize()
+    assert sorted(node.port for node in cluster_client.get_primaries()) == sorted(
         node.port for node in cluster.nodes
     )
 
 
 async def test_a_cluster_client_writes_and_reads_on_every_shard(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, cluster_client: RedisCluster
 ) -> None:
     keys = {node: key_on(cluster, node) for node in cluster.nodes}
     for node, key in keys.items():
-        await client.set(key, node.port)
+        await cluster_client.set(key, node.port)
 
     for node, key in keys.items():
-        assert await client.get(key) == str(node.port)
+        assert await cluster_client.get(key) == str(node.port)
         with node.client() as direct:  # the key lives on the master the fixture names
             assert direct.get(key) == str(node.port)
 
 
 async def test_consumer_groups_work_on_a_hash_tagged_stream(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, cluster_client: RedisCluster
 ) -> None:
-    await client.xgroup_create(STREAM, "bot", "0", mkstream=True)
-    entry_id = await client.xadd(STREAM, {"type": "order.paid"})
+    await cluster_client.xgroup_create(STREAM, "bot", "0", mkstream=True)
+    entry_id = await cluster_client.xadd(STREAM, {"type": "order.paid"})
 
-    reply = await client.xreadgroup("bot", "c1", {STREAM: ">"}, count=10)
+    reply = await cluster_client.xreadgroup("bot", "c1", {STREAM: ">"}, count=10)
 
     assert reply == [[STREAM, [(entry_id, {"type": "order.paid"})]]]
-    assert await client.xack(STREAM, "bot", entry_id) == 1
+    assert await cluster_client.xack(STREAM, "bot", entry_id) == 1
     assert cluster.node_for_key(DEAD) is cluster.node_for_key(STREAM)
 
 
 async def test_a_killed_master_fails_its_slots_and_serves_again_after_a_restart(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, cluster_client: RedisCluster
 ) -> None:
     victim = cluster.node_for_key(STREAM)
-    await client.xadd(STREAM, {"type": "kept"})
+    await cluster_client.xadd(STREAM, {"type": "kept"})
 
     victim.kill()
 
     with pytest.raises(RedisConnectionError):
-        await client.xlen(STREAM)
+        await cluster_client.xlen(STREAM)
     await wait_for(lambda: set(cluster.states().values()) == {"fail"}, message="cluster_state:fail")
     cluster.restart(victim)  # persistent: the append-only file brings the entry back
     assert cluster.node_for_key(STREAM) is victim
-    assert await client.xlen(STREAM) == 1
-    await client.xadd(STREAM, {"type": "after"})
-    assert await client.xlen(STREAM) == 2
+    assert await cluster_client.xlen(STREAM) == 1
+    await cluster_client.xadd(STREAM, {"type": "after"})
+    assert await cluster_client.xlen(STREAM) == 2
 
 
 async def test_a_shard_restarted_empty_keeps_its_slots(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, cluster_client: RedisCluster
 ) -> None:
     shards = cluster.shards()
     node = cluster.node_for_key(STREAM)
-    await client.xadd(STREAM, {"type": "lost"})
+    await cluster_client.xadd(STREAM, {"type": "lost"})
 
     cluster.restart(node, empty=True, wait=False)
     assert not cluster.is_ready()  # a restarted master holds back for about 2 s
     cluster.wait_until_ready()
 
     assert cluster.shards() == shards
-    assert await client.xlen(STREAM) == 0
-    await client.xadd(STREAM, {"type": "new"})
-    assert await client.xlen(STREAM) == 1
+    assert await cluster_client.xlen(STREAM) == 0
+    await cluster_client.xadd(STREAM, {"type": "new"})
+    assert await cluster_client.xlen(STREAM) == 1
 
 
 async def test_xreadgroup_costs_a_command_getkeys_round_trip_unless_targeted(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, cluster_client: RedisCluster
 ) -> None:
     # XREADGROUP's keys move with STREAMS, so redis-py asks the server where they are.
-    await client.xgroup_create(STREAM, "bot", "0", mkstream=True)
+    await cluster_client.xgroup_create(STREAM, "bot", "0", mkstream=True)
     before = getkeys_calls(cluster)
     for _ in range(5):
-        await client.xreadgroup("bot", "c1", {STREAM: ">"}, count=10)
+        await cluster_client.xreadgroup("bot", "c1", {STREAM: ">"}, count=10)
     assert getkeys_calls(cluster) - before == 5
 
-    node = client.get_node_from_key(STREAM)
+    node = cluster_client.get_node_from_key(STREAM)
     before = getkeys_calls(cluster)
     for _ in range(5):
-        await client.execute_command(
+        await cluster_client.execute_command(
             "XREADGROUP", "GROUP", "bot", "c1", "STREAMS", STREAM, ">", target_nodes=node
         )
     assert getkeys_calls(cluster) == before
 
 
 async def test_a_command_sent_to_the_old_owner_follows_moved(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, cluster_client: RedisCluster
 ) -> None:
-    entry_id = await client.xadd(STREAM, {"type": "moved"})
-    stale = client.get_node_from_key(STREAM)
+    entry_id = await cluster_client.xadd(STREAM, {"type": "moved"})
+    stale = cluster_client.get_node_from_key(STREAM)
     owner = cluster.node_for_key(STREAM)
     to = next(node for node in cluster.nodes if node is not owner)
 
     cluster.move_slot(cluster.slot_for_key(STREAM), to)
 
     assert cluster.node_for_key(STREAM) is to
-    reply = await client.execute_command("XRANGE", STREAM, "-", "+", target_nodes=stale)
+    reply = await cluster_client.execute_command("XRANGE", STREAM, "-", "+", target_nodes=stale)
     assert reply == [(entry_id, {"type": "moved"})]
-    assert client.get_node_from_key(STREAM).port == to.port  # the MOVED updated the map
+    assert cluster_client.get_node_from_key(STREAM).port == to.port  # the MOVED updated the map
     cluster.move_slot(cluster.slot_for_key(STREAM), owner)
 
 
 async def test_scripts_take_keys_of_one_slot_and_are_loaded_on_every_master(
-    cluster: RedisClusterServer, client: RedisCluster
+    cluster: RedisClusterServer, cluster_client: RedisCluster
 ) -> None:
-    script = client.register_script("return redis.call('SET', KEYS[1], ARGV[1]) and #KEYS")
+    script = cluster_client.register_script("return redis.call('SET', KEYS[1], ARGV[1]) and #KEYS")
 
     assert await script(keys=["{orders}:a", "{orders}:b"], args=["x"]) == 2
     for node in cluster.nodes:  # NOSCRIPT made redis-py send SCRIPT LOAD to every master
@@ -180,25 +158,25 @@ async def test_scripts_take_keys_of_one_slot_and_are_loaded_on_every_master(
     assert cluster.slot_for_key(apart[0]) != cluster.slot_for_key(apart[1])
     with pytest.raises(RedisClusterException, match="same key slot"):
         await script(keys=apart, args=["x"])
-    assert await client.exists(apart[0]) == 0  # refused before anything was sent
+    assert await cluster_client.exists(apart[0]) == 0  # refused before anything was sent
 
 
 async def test_a_replica_takes_over_a_killed_master_which_rejoins_as_its_replica() -> None:
     with RedisClusterServer(replicas=1) as cluster:
-        client = RedisCluster.from_url(cluster.url, decode_responses=True)
+        cluster_client = RedisCluster.from_url(cluster.url, decode_responses=True)
         try:
-            await client.set("{orders}:total", "42")
+            await cluster_client.set("{orders}:total", "42")
             master = cluster.node_for_key("{orders}:total")
             [shard] = [shard for shard in cluster.shards() if shard.master is master]
             [replica] = shard.replicas
-            owner = client.get_node_from_key("{orders}:total")
-            assert await client.wait(1, 1000, target_nodes=owner) == 1
+            owner = cluster_client.get_node_from_key("{orders}:total")
+            assert await cluster_client.wait(1, 1000, target_nodes=owner) == 1
 
             master.kill()
             await wait_for(lambda: cluster.node_for_key("{orders}:total") is replica, timeout=15)
 
-            assert await client.get("{orders}:total") == "42"
+            assert await cluster_client.get("{orders}:total") == "42"
             cluster.restart(master)
             assert [s.replicas for s in cluster.shards() if s.master is replica] == [(master,)]
         finally:
-            await client.aclose()
+            await cluster_client.aclose()

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from aiogram import Bot
-from dependency_injector import containers, providers
 from redis.exceptions import ResponseError
 
 from codex_bot.redis import (
@@ -16,6 +15,7 @@ from codex_bot.redis import (
     RedisStreamProcessor,
 )
 from codex_bot.testing import InMemoryStreamStorage, TelegramBotAPIStandIn
+from tests._helpers import BotContainer
 from tests.conftest import wait_for
 
 router = RedisRouter()
@@ -24,10 +24,6 @@ router = RedisRouter()
 @router.message("order.paid")
 async def on_order_paid(payload: dict, container) -> None:
     await container.bot().send_message(payload["chat_id"], f"Paid: {payload['total']} EUR")
-
-
-class Container(containers.DeclarativeContainer):
-    bot = providers.Dependency(instance_of=Bot)
 
 
 async def test_a_handler_runs_without_redis_or_telegram() -> None:
@@ -43,7 +39,7 @@ async def test_a_handler_runs_without_redis_or_telegram() -> None:
 
     async with TelegramBotAPIStandIn() as api:
         bot = Bot(token="42:TEST", session=api.session())
-        events.setup(container=Container(bot=bot))
+        events.setup(container=BotContainer(bot=bot))
         async with processor:  # leaving it drains the handler and flushes the ACK
             await api.wait_for_messages(1)
         await bot.session.close()
@@ -122,7 +118,7 @@ async def test_a_chat_that_blocked_the_bot_is_dead_lettered_not_retried() -> Non
     async with TelegramBotAPIStandIn() as api:
         api.block_chat(7)
         bot = Bot(token="42:TEST", session=api.session())
-        events.setup(container=Container(bot=bot))
+        events.setup(container=BotContainer(bot=bot))
         async with processor:
             await api.wait_for_calls("sendMessage", 1)
         await bot.session.close()

@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from codex_bot.testing import RedisSentinelServer, ServerProcess
+from tests._helpers import OWN_SERVERS_ONLY, sentinels
 from tests.conftest import wait_for
 
 pytestmark = [
     pytest.mark.sentinel,
-    pytest.mark.skipif(
-        bool(os.environ.get("REDIS_URL")), reason="REDIS_URL: no redis-servers of our own"
-    ),
+    OWN_SERVERS_ONLY,
 ]
-
-
-@pytest.fixture(scope="module")
-def sentinel() -> Iterator[RedisSentinelServer]:
-    with RedisSentinelServer() as setup:
-        yield setup
-
-
-@contextlib.asynccontextmanager
-async def sentinels(addresses: list[tuple[str, int]]) -> AsyncIterator[Sentinel]:
-    """redis-py's Sentinel client; its connections to the Sentinels closed afterwards."""
-    client = Sentinel(addresses, socket_timeout=2)
-    try:
-        yield client
-    finally:
-        for connection in client.sentinels:
-            await connection.aclose()
 
 
 @pytest.fixture
