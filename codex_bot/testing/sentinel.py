@@ -37,7 +37,10 @@ class RedisSentinelServer(ServerGroup):
         startup_timeout: Seconds to wait for everything to start and agree.
     """
 
-    ready_means = "all to run, agree on the primary, and every replica to sync with it"
+    ready_means = (
+        "all to run, agree on the primary, and every replica to sync with it and acknowledge "
+        "its writes"
+    )
 
     def __init__(
         self,
@@ -103,10 +106,6 @@ class RedisSentinelServer(ServerGroup):
         # 10 s: started before the replicas are linked, they would miss them that long.
         for replica in self.nodes[1:]:
             self._wait(functools.partial(_linked, replica, self.nodes[0]), f"{replica} to sync")
-        # a link that is up is not yet an acknowledged offset: a WAIT right after start could
-        # time out; once this returns, a producer's wait_replicas is confirmed from the start
-        confirmed = functools.partial(_acknowledged, self.nodes[0], len(self.nodes) - 1)
-        self._wait(confirmed, "the replicas to acknowledge the primary's writes")
         for sentinel in self.sentinels:
             sentinel.start(wait=False)
         for sentinel in self.sentinels:
@@ -246,6 +245,11 @@ class RedisSentinelServer(ServerGroup):
         for replica in replicas:
             if not _linked(replica, primary):
                 yield f"{replica} does not sync with {primary}: {_replication(replica)}"
+        # a link that is up on the replica's side does not mean the primary streams to it yet:
+        # after a diskless sync it waits for the replica's first ACK (up to a second), and
+        # until then a WAIT (a producer's wait_replicas) times out
+        if replicas and not _acknowledged(primary, len(replicas)):
+            yield f"the replicas of {primary} do not acknowledge its writes yet"
 
     def _sentinel_problems(
         self, sentinel: ServerProcess, replicas: Sequence[ServerProcess]
@@ -270,6 +274,10 @@ class RedisSentinelServer(ServerGroup):
         raise RedisServerError(msg)
 
 
+_READY_CHANNEL = "__codex_testing__:ready"
+"""What the readiness check publishes: a write that reaches the replicas, and no key."""
+
+
 def _named_primary(sentinel: ServerProcess, master_name: str) -> int:
     """The primary's port as SENTINEL MASTER gives it (redis-py's clients read the same).
 
@@ -288,8 +296,9 @@ def _linked(replica: ServerProcess, primary: ServerProcess) -> bool:
 
 
 def _acknowledged(primary: ServerProcess, replicas: int) -> bool:
-    """Whether ``replicas`` replicas acknowledge everything ``primary`` wrote (WAIT, 100 ms)."""
+    """Whether ``replicas`` replicas acknowledge a write to ``primary`` within 100 ms."""
     with primary.client() as client:
+        client.publish(_READY_CHANNEL, "")  # replicated: the WAIT below waits for it
         return int(client.wait(replicas, 100)) >= replicas
 
 
