@@ -108,11 +108,13 @@ def _processor(
     *,
     metrics: bool = False,
     consumer: str = CONSUMER,
+    container: Any = None,
     **settings: Any,
 ) -> RedisStreamProcessor:
+    """A processor whose dispatcher calls ``handler`` for ``EVENT_TYPE`` with ``container``."""
     dispatcher = BotRedisDispatcher()
     dispatcher.on_message(EVENT_TYPE)(handler)
-    dispatcher.setup(container=SimpleNamespace())
+    dispatcher.setup(container=SimpleNamespace() if container is None else container)
     processor = RedisStreamProcessor(storage, stream, group, consumer, **settings)
     processor.set_message_callback(dispatcher.process_message)
     if metrics:

@@ -36,8 +36,9 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.methods import SendMessage
 from redis.asyncio import Redis
 
-from bench.common import EVENT_TYPE, child_parser, connect, latency_result
-from codex_bot.redis import BotRedisDispatcher, RedisStreamProcessor, RedisStreamStorage
+from bench.codex import _processor
+from bench.common import child_parser, connect, latency_result
+from codex_bot.redis import RedisStreamProcessor, RedisStreamStorage
 from codex_bot.telegram import RateLimitMiddleware, TelegramLimits
 
 TOKEN = "4242:BENCH"
@@ -59,17 +60,15 @@ async def _broadcast(args: argparse.Namespace) -> dict[str, Any]:
         await bot.send_message(payload["chat_id"], f"{payload['seq']} {payload['text']}")
         sent[payload["chat_id"]].append(payload["seq"])
 
-    dispatcher = BotRedisDispatcher()
-    dispatcher.on_message(EVENT_TYPE)(send)
-    dispatcher.setup(container=SimpleNamespace(bot=bot))
-    processor = RedisStreamProcessor(
+    processor = _processor(
         RedisStreamStorage(redis),
         args.stream,
         args.group,
-        args.consumer,
+        send,
+        consumer=args.consumer,
+        container=SimpleNamespace(bot=bot),
         partitions=args.partitions,
     )
-    processor.set_message_callback(dispatcher.process_message)
     share = [int(index) for index in args.share.split(",")]
     try:
         await processor.start_listening()
