@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,16 +49,38 @@ def command_update(chat_id: int, text: str) -> dict[str, Any]:
     return {"message": message}
 
 
-def import_with_redis_url(module: str, url: str) -> subprocess.CompletedProcess[str]:
-    """Import ``module`` in a fresh Python with ``REDIS_URL`` set to ``url``."""
+ROOT = Path(__file__).resolve().parent.parent
+"""The project's directory."""
+
+
+def run_python(
+    *args: str, cwd: Path | None = None, timeout: float = 30.0, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` in a fresh interpreter with ``env`` added to this one's environment:
+    its exit status and its output as text, whatever the status."""
     return subprocess.run(
-        [sys.executable, "-c", f"import {module}"],
-        env={**os.environ, "REDIS_URL": url},
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
         check=False,
     )
+
+
+def without_package(tmp_path: Path, package: str) -> str:
+    """A ``PYTHONPATH`` on which ``package`` fails to import, as if it were not installed
+    (the project itself still imports)."""
+    shadow = tmp_path / package
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    return os.pathsep.join([str(tmp_path), str(ROOT)])
+
+
+def import_with_redis_url(module: str, url: str) -> subprocess.CompletedProcess[str]:
+    """Import ``module`` in a fresh Python with ``REDIS_URL`` set to ``url``."""
+    return run_python("-c", f"import {module}", REDIS_URL=url)
 
 
 def max_in_window(times: list[float], span: float) -> int:

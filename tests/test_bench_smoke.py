@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +12,14 @@ import pytest
 
 from bench.report import render, rows, targets
 from bench.sizes import REQUIRED_KEYS
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests._helpers import ROOT, run_python, without_package
 
 
 def run_quick(tmp_path: Path, *scenarios: str, timeout: float) -> tuple[str, dict[str, Any]]:
     """``python -m bench --quick SCENARIOS``: what it printed, the results it wrote."""
     out = tmp_path / "results.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", *scenarios, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    proc = run_python(
+        "-m", "bench", "--quick", *scenarios, "--out", str(out), cwd=ROOT, timeout=timeout
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results: dict[str, Any] = json.loads(out.read_text())
@@ -123,20 +114,9 @@ def test_quick_partitions_write_their_keys(tmp_path: Path) -> None:
 
 def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
     # a package that fails to import stands in for an environment without FastStream
-    shadow = tmp_path / "faststream"
-    shadow.mkdir()
-    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    pythonpath = without_package(tmp_path, "faststream")
     args = ["drain", "--url", "redis://unused", "--stream", "s", "--events", "1"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.faststream_sub", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = run_python("-m", "bench.faststream_sub", *args, cwd=ROOT, PYTHONPATH=pythonpath)
     assert proc.returncode == 0, proc.stderr
     assert "not installed here" in json.loads(proc.stdout)["skipped"]
 

@@ -14,7 +14,6 @@ import importlib
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from example_bot.features.status.handlers import GREETING
 from example_bot.main import main as main_entry
 from example_bot.settings import Settings, SettingsError
 from example_bot.worker import retry_pool, running_worker
-from tests._helpers import command_update
+from tests._helpers import command_update, run_python
 from tests.conftest import wait_for
 
 TOKEN = "42:E2E"
@@ -299,15 +298,8 @@ async def test_start_and_status_commands(
 def test_the_demo_runs_and_summarises() -> None:
     # a smaller broadcast than make demo's, with Telegram's real limits: about 3 s
     args = ["--events", "60", "--groups", "1", "--per-group", "3", "--busy", "3"]
-    result = subprocess.run(
-        [sys.executable, "-m", "example_bot.demo", *args],
-        # the demo runs its own Redis: a REDIS_URL of the user's shell is not read
-        env={**os.environ, "REDIS_URL": "localhost:6379"},
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
+    # the demo runs its own Redis: a REDIS_URL of the user's shell is not read
+    result = run_python("-m", "example_bot.demo", *args, timeout=50, REDIS_URL="localhost:6379")
 
     assert result.returncode == 0, result.stdout + result.stderr
     # 54 private chats (two blocked, one missing, one answering 502 twice), a group, a busy

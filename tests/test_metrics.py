@@ -8,9 +8,6 @@ The scrape's numbers must say exactly that.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +33,10 @@ from codex_bot.redis import (
     partition_stream,
 )
 from codex_bot.redis.dispatcher import handler_name
-from tests._helpers import arq_pool
+from tests._helpers import ROOT, arq_pool, run_python, without_package
 from tests.conftest import pending_count, wait_for
 
 pytestmark = pytest.mark.redis_versions
-ROOT = Path(__file__).resolve().parent.parent
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -263,10 +259,7 @@ async def test_a_failure_nobody_retries_is_counted_failed_only() -> None:
 
 def test_without_prometheus_client_only_the_metrics_need_it(tmp_path: Path) -> None:
     # a package that fails to import stands in for an install without the prometheus extra
-    shadow = tmp_path / "prometheus_client"
-    shadow.mkdir()
-    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    pythonpath = without_package(tmp_path, "prometheus_client")
     script = (
         "import codex_bot.health, codex_bot.lifecycle, example_bot.app\n"
         "try:\n"
@@ -274,15 +267,7 @@ def test_without_prometheus_client_only_the_metrics_need_it(tmp_path: Path) -> N
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = run_python("-c", script, cwd=ROOT, PYTHONPATH=pythonpath)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (
         'codex_bot.metrics needs prometheus-client: pip install "codex_bot[prometheus]"'

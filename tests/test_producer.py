@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -15,6 +13,7 @@ from redis.exceptions import ResponseError
 
 from codex_bot.redis import ReplicationError, StreamProducer, SyncStreamProducer
 from codex_bot.redis.codec import decode_fields
+from tests._helpers import run_python
 from tests.conftest import command_calls, wait_for
 
 EVENTS = [("order.paid", {"chat_id": i, "items": [{"sku": "A", "qty": i}]}) for i in range(20)]
@@ -139,9 +138,8 @@ def test_producer_import_loads_neither_aiogram_nor_arq():
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('aiogram', 'arq'))\n"
         "print(','.join(heavy))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=30
-    )
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests._helpers import ROOT
+
 README = (ROOT / "README.md").read_text()
 
 

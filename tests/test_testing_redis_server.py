@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from codex_bot.testing import RedisServer, redis_server_binaries, redis_server_version
+from tests._helpers import ROOT
 from tests.conftest import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 OWNER = """
 import sys, threading
 from codex_bot.testing import RedisServer
