@@ -122,15 +122,21 @@ async def test_a_bad_entry_goes_to_its_partitions_dead_letters(redis: Redis, str
     assert letter["codex.dead.stream"] == target
 
 
-async def test_a_replica_that_lost_its_lease_reads_and_acks_nothing(redis: Redis, stream: str):
+async def _held_partition(redis: Redis, stream: str) -> tuple[str, LeasedStreamStorage]:
+    """Partition 0 of ``stream`` with its group, leased to "me", and "me"'s storage."""
     partition = partition_stream(stream, 0)
     lease = lease_key(partition, GROUP)
     await redis.xgroup_create(partition, GROUP, id="0", mkstream=True)
     await redis.set(lease, "me", px=10_000)
-    mine = LeasedStreamStorage(redis, lease, "me")
+    return partition, LeasedStreamStorage(redis, lease, "me")
+
+
+async def test_a_replica_that_lost_its_lease_reads_and_acks_nothing(redis: Redis, stream: str):
+    partition, mine = await _held_partition(redis, stream)
     await redis.xadd(partition, {"type": "t", "n": "1"})
     [(entry_id, _)] = await mine.read_new(GroupConsumer(partition, GROUP, "me"), 10, 10)
-    await redis.set(lease, "another replica", px=10_000)  # a pause too long: the lease moved on
+    # a pause too long: the lease moved on
+    await redis.set(mine.lease, "another replica", px=10_000)
     await redis.xadd(partition, {"type": "t", "n": "2"})
     with pytest.raises(LeaseLostError):
         await mine.read_new(GroupConsumer(partition, GROUP, "me"), 10, 10)
@@ -143,11 +149,7 @@ async def test_a_replica_that_lost_its_lease_reads_and_acks_nothing(redis: Redis
 
 
 async def test_a_blocked_leased_read_wakes_for_a_new_entry(redis: Redis, stream: str):
-    partition = partition_stream(stream, 0)
-    lease = lease_key(partition, GROUP)
-    await redis.xgroup_create(partition, GROUP, id="0", mkstream=True)
-    await redis.set(lease, "me", px=10_000)
-    mine = LeasedStreamStorage(redis, lease, "me")
+    partition, mine = await _held_partition(redis, stream)
     read = asyncio.create_task(mine.read_new(GroupConsumer(partition, GROUP, "me"), 10, 5_000))
     await wait_for(lambda: blocked_clients(redis), message="the read to block")
     entry_id = await redis.xadd(partition, {"type": "t"})
