@@ -11,6 +11,7 @@ from redis.exceptions import RedisClusterException
 
 from codex_bot.testing import ClusterNode, RedisClusterServer
 from codex_bot.testing.cluster import SLOTS
+from codex_bot.testing.cluster_node import newest_layout, parse_nodes
 from tests._helpers import OWN_SERVERS_ONLY, getkeys_calls
 from tests.conftest import wait_for
 
@@ -159,6 +160,35 @@ async def test_scripts_take_keys_of_one_slot_and_are_loaded_on_every_master(
     with pytest.raises(RedisClusterException, match="same key slot"):
         await script(keys=apart, args=["x"])
     assert await cluster_client.exists(apart[0]) == 0  # refused before anything was sent
+
+
+# How two nodes see a cluster right after "b" took over "a"'s slots, before gossip reached
+# the second one: a killed master, its promoted replica, and a master untouched by it.
+_FRESH = """\
+a 127.0.0.1:7001@17001 master,fail - 0 0 1 disconnected
+b 127.0.0.1:7002@17002 myself,master - 0 0 4 connected 0-8191
+c 127.0.0.1:7003@17003 master - 0 0 3 connected 8192-16383
+"""
+_STALE = """\
+a 127.0.0.1:7001@17001 master,fail? - 0 0 1 disconnected 0-8191
+b 127.0.0.1:7002@17002 slave a 0 0 1 connected
+c 127.0.0.1:7003@17003 myself,master - 0 0 3 connected 8192-16383
+"""
+
+
+@pytest.mark.parametrize("order", [(_FRESH, _STALE), (_STALE, _FRESH)])
+def test_where_views_disagree_the_claim_with_the_higher_epoch_wins(
+    order: tuple[str, str],
+) -> None:
+    layout = newest_layout([parse_nodes(text) for text in order])
+
+    assert layout == {"b": (((0, 8191),), ()), "c": (((8192, 16383),), ())}
+
+
+def test_a_slot_nobody_claims_has_no_owner() -> None:
+    stale = parse_nodes(_STALE.replace(" 0-8191", ""))
+
+    assert newest_layout([stale]) == {"c": (((8192, 16383),), ())}
 
 
 async def test_a_replica_takes_over_a_killed_master_which_rejoins_as_its_replica() -> None:

@@ -6,25 +6,32 @@ create`` would, so only the ``redis-server`` binary is needed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Self
 
 from redis.crc import key_slot
+from redis.exceptions import RedisError
 
 from codex_bot.testing.cluster_node import (
     BAD_FLAGS,
     NODES_FILE,
+    SLOTS,
     ClusterNode,
+    KnownNode,
     Slots,
     cluster_ports,
+    newest_layout,
 )
 from codex_bot.testing.process import HOST, ServerGroup
 from codex_bot.testing.redis_server import RedisServerError, find_redis_server
 
-SLOTS = 16384
+_SETTLE_S = 5.0
+"""How long ``shards()`` waits for the running nodes to agree after a change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,26 +145,42 @@ class RedisClusterServer(ServerGroup):
         return self
 
     def shards(self) -> list[ClusterShard]:
-        """The masters with their replicas and slot ranges, as a running node sees them now.
+        """The masters with their replicas and slot ranges, as the running nodes see them now.
+
+        Right after a failover or a slot move, gossip takes a moment to reach every node:
+        this waits (up to 5 s) until the running nodes agree. Should they still disagree,
+        each slot goes to the master that claims it with the highest config epoch, as Redis
+        itself decides, with the replicas of the view that made that claim.
 
         Raises:
             RedisServerError: No node is running.
         """
-        node = next((node for node in self.nodes if node.running), None)
-        if node is None:
+        deadline = time.monotonic() + _SETTLE_S
+        views = self._views()
+        while _disagree(views) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            views = self._views()
+        if not views:
             msg = "no node of the cluster is running"
             raise RedisServerError(msg)
-        view = node.view()
         by_id = {node.node_id: node for node in self.nodes}
-        return [
+        shards = [
             ClusterShard(
-                master=by_id[known.node_id],
-                replicas=tuple(by_id[k.node_id] for k in view if k.master_id == known.node_id),
-                slots=known.slots,
+                master=by_id[owner],
+                replicas=tuple(by_id[replica] for replica in replicas),
+                slots=slots,
             )
-            for known in sorted(view, key=lambda k: k.slots)
-            if known.is_master and known.slots
+            for owner, (slots, replicas) in newest_layout(views).items()
         ]
+        return sorted(shards, key=lambda shard: shard.slots)
+
+    def _views(self) -> list[list[KnownNode]]:
+        views = []
+        for node in self.nodes:
+            if node.running:
+                with contextlib.suppress(RedisError):  # killed since
+                    views.append(node.view())
+        return views
 
     @staticmethod
     def slot_for_key(key: str | bytes) -> int:
@@ -253,3 +276,7 @@ class RedisClusterServer(ServerGroup):
             facts.add(frozenset(known.fact for known in view))
         if len(facts) != 1:
             yield f"the nodes disagree: {facts}"
+
+
+def _disagree(views: list[list[KnownNode]]) -> bool:
+    return len({frozenset(known.fact for known in view) for view in views}) > 1

@@ -6,6 +6,7 @@ the cluster decides whether its nodes agree and which master serves which slots.
 
 from __future__ import annotations
 
+import itertools
 import random
 import socket
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ _BUS_OFFSET = 10_000
 BAD_FLAGS = frozenset({"fail", "fail?", "handshake", "noaddr"})
 """Flags of a node that is down, suspected down, or not yet (or no longer) reachable."""
 
+SLOTS = 16384
 Slots = tuple[tuple[int, int], ...]
 """Inclusive ``(first, last)`` slot ranges."""
 
@@ -31,6 +33,8 @@ class KnownNode:
     port: int
     flags: frozenset[str]
     master_id: str
+    epoch: int
+    """Its config epoch: where two views disagree on a slot, the higher epoch is newer."""
     slots: Slots
     migrating: bool
 
@@ -58,7 +62,7 @@ class ClusterNode(ServerProcess):
     def view(self) -> list[KnownNode]:
         """Every node as this one sees it (CLUSTER NODES), itself included."""
         with self.client() as client:
-            return list(_parse_nodes(str(client.execute_command("CLUSTER", "NODES"))))
+            return parse_nodes(str(client.execute_command("CLUSTER", "NODES")))
 
     def cluster_info(self) -> dict[str, str]:
         """CLUSTER INFO as a dict: ``cluster_state``, ``cluster_slots_ok``, ..."""
@@ -114,9 +118,45 @@ def _parse_nodes(text: str) -> Iterator[KnownNode]:
             port=int(address.split("@")[0].rsplit(":", 1)[1] or 0),
             flags=frozenset(flags.split(",")) - {"myself"},
             master_id=master_id,
+            epoch=int(fields[2]),
             slots=tuple(_slot_range(s) for s in slots if not s.startswith("[")),
             migrating=any(s.startswith("[") for s in slots),
         )
+
+
+def newest_layout(views: list[list[KnownNode]]) -> dict[str, tuple[Slots, tuple[str, ...]]]:
+    """Each master's node id with its slots and its replicas' ids, newest claims first.
+
+    Where the views disagree (gossip has not yet spread a failover or a slot move), a slot
+    goes to the master that claims it with the highest config epoch, as Redis decides, and
+    a master's replicas are those of the view that made its newest claim.
+    """
+    claims = sorted(
+        ((known, view) for view in views for known in view if known.is_master),
+        key=lambda claim: claim[0].epoch,
+    )
+    owners: list[str | None] = [None] * SLOTS
+    newest: dict[str, list[KnownNode]] = {}
+    for known, view in claims:  # oldest first: a newer claim paints over an older one
+        for first, last in known.slots:
+            owners[first : last + 1] = [known.node_id] * (last - first + 1)
+        newest[known.node_id] = view
+    ranges: dict[str, list[tuple[int, int]]] = {}
+    slot = 0
+    for owner, run in itertools.groupby(owners):
+        size = len(list(run))
+        if owner is not None:
+            ranges.setdefault(owner, []).append((slot, slot + size - 1))
+        slot += size
+    return {
+        owner: (tuple(slots), tuple(k.node_id for k in newest[owner] if k.master_id == owner))
+        for owner, slots in ranges.items()
+    }
+
+
+def parse_nodes(text: str) -> list[KnownNode]:
+    """The lines of a CLUSTER NODES reply."""
+    return list(_parse_nodes(text))
 
 
 def _slot_range(text: str) -> tuple[int, int]:
