@@ -73,6 +73,19 @@ async def test_stats_show_the_stream_its_group_dead_letters_and_retries(
     assert "retries waiting in arq:queue: 1 (next due in " in text.out
 
 
+async def test_stats_of_a_group_nobody_has_read_from_says_it_has_no_consumers(
+    redis_server: RedisServer, redis: Redis, stream: str
+) -> None:
+    await redis.xadd(stream, {"type": "order.paid"})
+    await redis.xgroup_create(stream, GROUP, id="0")
+
+    text = await cli("stats", "--stream", stream, url=redis_server.url)
+
+    assert text.code == 0, text.err
+    assert f"consumers of {GROUP}: none yet" in text.out
+    assert "NAME  PENDING  IDLE" not in text.out
+
+
 async def test_pending_lists_what_a_stopped_consumer_left(
     redis_server: RedisServer, redis: Redis, stream: str
 ) -> None:

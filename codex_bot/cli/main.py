@@ -145,6 +145,9 @@ def _stats_text(stats: StreamStats, skip: int = 0) -> str:
         headers = ("GROUP", "LAG", "PENDING", "OLDEST PENDING", "LAST DELIVERED", "CONSUMERS")
         lines += [table(headers, rows), ""]
         for g in stats.groups:
+            if not g.consumers:
+                lines += [f"consumers of {g.name}: none yet", ""]
+                continue
             consumers = [(c.name, c.pending, duration(c.idle_ms)) for c in g.consumers]
             lines += [f"consumers of {g.name}:", table(("NAME", "PENDING", "IDLE"), consumers), ""]
     else:
