@@ -191,6 +191,28 @@ async def test_group_stats_count_what_no_consumer_got_yet(
     assert [entry.event_type for entry in await ops.pending()] == ["report.ready"] * 2
 
 
+async def test_retries_are_counted_for_their_own_stream_not_one_it_prefixes(
+    redis: Redis,
+) -> None:
+    await redis.zadd(
+        "arq:queue",
+        {
+            "codex:retry:bot_events:2:1700000000000-0:2": 5000,
+            "codex:retry:bot_events:2:" + "ab" * 16: 7000,
+            "codex:retry:bot_events:1700000000000-1:3": 9000,
+        },
+    )
+
+    counts = await ops_stats.retries_by_stream(redis, "arq:queue", ["bot_events", "bot_events:2"])
+
+    assert {name: (r.waiting, r.next_due_ms) for name, r in counts.items()} == {
+        "bot_events": (1, 9000),
+        "bot_events:2": (2, 5000),
+    }
+    only = await ops_stats.retry_queue_stats(redis, "arq:queue", "bot_events")
+    assert (only.waiting, only.next_due_ms) == (1, 9000)
+
+
 async def test_a_lag_too_long_to_count_is_unknown_on_redis_6(
     redis: Redis, stream: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

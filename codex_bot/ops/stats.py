@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,9 @@ from codex_bot.redis.types import AnyRedis
 LAG_COUNT_LIMIT = 10_000
 """On Redis 6.2 (no ``lag`` in XINFO GROUPS) the undelivered entries are counted up to this."""
 _PAGE = 1000
+_JOB_SUFFIX = re.compile(r"[^:]+:\d+|[0-9a-f]{32}")
+"""What follows ``<job_prefix>:<stream>:`` in a retry job id: ``<entry id>:<attempt>``, or
+a random hex id. It tells ``bot_events``'s jobs from those of a stream ``bot_events:2``."""
 _GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 
 
@@ -204,7 +208,7 @@ async def retries_by_stream(
         for member, score in page:
             job = show(member).removeprefix(prefix)
             for stream, dues in found.items():
-                if job.startswith(stream + ":"):
+                if job.startswith(stream + ":") and _JOB_SUFFIX.fullmatch(job, len(stream) + 1):
                     dues.append(int(score))
         if int(cursor) == 0:
             break
