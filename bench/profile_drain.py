@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def _profiled_drain(url: str, events: int, profiler: cProfile.Profile) -> dict[str, object]:
     redis = connect(url)
-    args = SimpleNamespace(stream="drain", group="profile", events=events, metrics=False)
+    args = SimpleNamespace(
+        stream="drain", group="profile", events=events, metrics=False, partitions=None
+    )
     try:
         profiler.enable()
         result = await _drain(redis, CountingStorage(redis), args)
@@ -80,7 +82,7 @@ def main() -> None:
 
 
 def _short(filename: str) -> str:
-    for marker in ("site-packages/", "/work/main/", "lib/python3"):
+    for marker in ("site-packages/", f"{ROOT}/", "lib/python3"):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename

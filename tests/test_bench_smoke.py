@@ -112,6 +112,14 @@ def test_quick_partitions_write_their_keys(tmp_path: Path) -> None:
     assert "failover: every event handled afterwards" in stdout
 
 
+def test_the_drain_profile_runs_and_names_codex_bots_functions() -> None:
+    proc = run_python("-m", "bench.profile_drain", "--events", "500", "--top", "60", cwd=ROOT)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all acked: True" in proc.stdout
+    assert "codex_bot/redis/dispatcher.py" in proc.stdout
+
+
 def test_faststream_missing_is_skipped_with_the_reason(tmp_path: Path) -> None:
     # a package that fails to import stands in for an environment without FastStream
     pythonpath = without_package(tmp_path, "faststream")
