@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from aiogram import Bot, Dispatcher
+from aiogram.utils.token import TokenValidationError, validate_token
 from dependency_injector import containers, providers
 from redis.asyncio import Redis
 
@@ -58,6 +59,11 @@ def main() -> int:
     token = os.environ.get("BOT_TOKEN")
     if not token or not redis_url:
         print("set BOT_TOKEN and REDIS_URL (redis://host:6379/0)", file=sys.stderr)
+        return 2
+    try:
+        validate_token(token)
+    except TokenValidationError:  # never print the token: it is the bot's password
+        print("BOT_TOKEN is not a bot token (<bot id>:<secret>, from @BotFather)", file=sys.stderr)
         return 2
     asyncio.run(run(token, redis_url))
     return 0

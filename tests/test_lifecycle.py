@@ -298,6 +298,7 @@ async def test_the_readme_wiring_example(
         ({"BOT_TOKEN": "42:SECRET", "REDIS_URL": ""}, "set BOT_TOKEN and REDIS_URL"),
         ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "set BOT_TOKEN and REDIS_URL"),
         ({"BOT_TOKEN": "42:SECRET", "REDIS_URL": "localhost:6379"}, "REDIS_URL='localhost:6379'"),
+        ({"BOT_TOKEN": "SECRET", "REDIS_URL": "redis://127.0.0.1:1/0"}, "BOT_TOKEN is not a bot"),
     ],
 )
 def test_the_minimal_bot_says_what_is_missing_and_exits_2(
