@@ -125,7 +125,7 @@ def _parse_nodes(text: str) -> Iterator[KnownNode]:
 
 
 def newest_layout(views: list[list[KnownNode]]) -> dict[str, tuple[Slots, tuple[str, ...]]]:
-    """Each master's node id with its slots and its replicas' ids, newest claims first.
+    """Each master's node id with its slot ranges and its replicas' ids.
 
     Where the views disagree (gossip has not yet spread a failover or a slot move), a slot
     goes to the master that claims it with the highest config epoch, as Redis decides, and
