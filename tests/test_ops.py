@@ -213,6 +213,27 @@ async def test_retries_are_counted_for_their_own_stream_not_one_it_prefixes(
     assert (only.waiting, only.next_due_ms) == (1, 9000)
 
 
+async def test_the_oldest_pending_age_is_its_wait_since_delivery_not_since_it_was_added(
+    redis: Redis, stream: str
+) -> None:
+    await redis.xadd(stream, {"type": "backlog"}, id="1000-0")  # added long ago
+    await redis.xgroup_create(stream, GROUP, id="0")
+    await redis.xreadgroup(GROUP, "live", {stream: ">"})  # read just now
+    ops = StreamOps(redis, stream)
+
+    [fresh] = await ops.groups()
+
+    assert fresh.oldest_pending_id == "1000-0"
+    assert fresh.oldest_pending_age_ms is not None
+    assert fresh.oldest_pending_age_ms < 60_000  # a backlog being drained is not stuck
+
+    # its consumer died ten minutes ago and nobody claimed it
+    await redis.xclaim(stream, GROUP, "gone", 0, ["1000-0"], idle=600_000)
+    [stuck] = await ops.groups()
+    assert stuck.oldest_pending_age_ms is not None
+    assert 600_000 <= stuck.oldest_pending_age_ms < 660_000
+
+
 async def test_a_lag_too_long_to_count_is_unknown_on_redis_6(
     redis: Redis, stream: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

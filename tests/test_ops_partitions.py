@@ -132,6 +132,8 @@ async def test_groups_consumers_and_missing_partitions(redis: Redis) -> None:
     assert (stats.total.retries.waiting, stats.total.retries.next_due_ms) == (1, 5000)
     [group] = stats.total.groups
     assert (group.pending, group.lag) == (1, 1)
+    ages = [g.oldest_pending_age_ms for part in stats.partitions for g in part.groups]
+    assert group.oldest_pending_age_ms == max(age for age in ages if age is not None)
     result = await ops.prune_consumers(0)
     assert (result.removed, result.kept) == (("gone",), ("busy",))
     assert [c["name"] for c in await redis.xinfo_consumers(second, GROUP)] == []

@@ -34,7 +34,8 @@ class StreamSnapshot:
     Attributes:
         pending: Entries delivered to the group's consumers and not acknowledged.
         lag: Entries no consumer of the group has read yet.
-        oldest_pending_age: Seconds since the oldest pending entry was added to the stream.
+        oldest_pending_age: Seconds the oldest pending entry has waited since a consumer last
+            received it (see ``GroupStats.oldest_pending_age_ms``).
         dead_letters: Letters in the dead-letter stream.
     """
 

@@ -116,9 +116,8 @@ class StreamOps(DeadLetterOps):
             rows = [row for row in rows if show(row["name"]) == self.group]
             if not rows:
                 raise GroupNotFoundError(self.stream, self.group, await self.group_names())
-        now = await server_time_ms(self.redis, self.stream)
         return tuple(
-            [await group_stats(self.redis, self.stream, row, now, info.last_id) for row in rows]
+            [await group_stats(self.redis, self.stream, row, info.last_id) for row in rows]
         )
 
     async def stats(

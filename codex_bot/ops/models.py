@@ -49,7 +49,11 @@ class GroupStats:
             ``LAG_COUNT_LIMIT``. None when unknown (more than that, or Redis could not tell).
         pending: Entries delivered and not acknowledged yet.
         oldest_pending_id: The lowest pending id; None when nothing is pending.
-        oldest_pending_age_ms: How long ago that entry was added to the stream.
+        oldest_pending_age_ms: How long that entry has waited since a consumer last received
+            it (XPENDING's idle time). A live processor refreshes the entries it holds, so
+            this stays below ``claim_min_idle_ms`` while one does; it grows past that when
+            their consumer is gone and no live one claims them. Not the time since the entry
+            was added: a backlog being drained is not stuck.
         consumers: The group's consumers.
     """
 

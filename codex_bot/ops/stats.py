@@ -26,7 +26,6 @@ from codex_bot.ops.replies import (
     command,
     entries,
     id_key,
-    id_ms,
     next_id,
     show,
     xinfo_stream,
@@ -70,7 +69,7 @@ async def xinfo_groups(redis: AnyRedis, stream: str) -> list[dict[str, Any]]:
 
 
 async def group_stats(
-    redis: AnyRedis, stream: str, group: dict[str, Any], now_ms: int, last_id: str | None
+    redis: AnyRedis, stream: str, group: dict[str, Any], last_id: str | None
 ) -> GroupStats:
     """Lag, pending entries and consumers of one group (a row of ``xinfo_groups``)."""
     name = show(group["name"])
@@ -78,9 +77,15 @@ async def group_stats(
     try:
         summary = await command(redis, "XPENDING", stream, name, key=stream)
         consumers = await command(redis, "XINFO", "CONSUMERS", stream, name, key=stream)
-    except ResponseError as exc:  # the group vanished between the two reads
+        first = await command(
+            redis, "XPENDING", stream, name, "-", "+", 1, key=stream, parse_detail=True
+        )
+    except ResponseError as exc:  # the group vanished between the reads
         raise GroupNotFoundError(stream, name, ()) from exc
-    oldest = show(summary["min"]) if summary.get("min") else None
+    oldest = show(first[0]["message_id"]) if first else None
+    # how long that entry has gone without a consumer receiving it (or, while a live one holds
+    # it, refreshing it): not since it was added, which a backlog makes look stuck
+    age_ms = int(first[0]["time_since_delivered"]) if first else None
     lag = group.get("lag")
     if lag is None:
         lag = await _count_after(redis, stream, last_delivered, last_id)
@@ -90,7 +95,7 @@ async def group_stats(
         lag=None if lag is None else int(lag),
         pending=int(summary.get("pending") or 0),
         oldest_pending_id=oldest,
-        oldest_pending_age_ms=None if oldest is None else max(now_ms - id_ms(oldest), 0),
+        oldest_pending_age_ms=age_ms,
         consumers=tuple(_consumer(as_map(row)) for row in consumers),
     )
 

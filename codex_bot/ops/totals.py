@@ -66,6 +66,9 @@ def _total_group(groups: Sequence[GroupStats]) -> GroupStats:
         key=lambda group: id_key(group.oldest_pending_id or "0"),
         default=None,
     )
+    ages = [
+        group.oldest_pending_age_ms for group in groups if group.oldest_pending_age_ms is not None
+    ]
     consumers: dict[str, ConsumerInfo] = {}
     for consumer in (c for group in groups for c in group.consumers):
         seen = consumers.get(consumer.name)
@@ -82,7 +85,7 @@ def _total_group(groups: Sequence[GroupStats]) -> GroupStats:
         lag=None if None in lags else sum(lag or 0 for lag in lags),
         pending=sum(group.pending for group in groups),
         oldest_pending_id=None if oldest is None else oldest.oldest_pending_id,
-        oldest_pending_age_ms=None if oldest is None else oldest.oldest_pending_age_ms,
+        oldest_pending_age_ms=max(ages, default=None),
         consumers=tuple(consumers.values()),
     )
 
