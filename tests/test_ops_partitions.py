@@ -140,3 +140,29 @@ async def test_groups_consumers_and_missing_partitions(redis: Redis) -> None:
     assert [entry.stream for entry in await ops.pending()] == [first]
     with pytest.raises(OpsError, match="no consumer group 'other'"):
         await PartitionedOps(redis, "ev", 3, group="other").stats()
+
+
+async def test_the_wrong_number_of_partitions_or_none_is_pointed_out(
+    redis_server: RedisServer, redis: Redis
+) -> None:
+    for index in range(PARTITIONS):
+        await redis.xadd(partition_stream("ev", index), {"type": "t"})
+    url = redis_server.url
+
+    fewer = await cli("stats", "--stream", "ev", "--partitions", "2", "--json", url=url)
+    assert fewer.code == 0, fewer.err
+    assert len(fewer.json()["partitions"]) == 2  # stdout stays JSON: the warning is on stderr
+    assert fewer.err.strip() == (
+        "warning: {ev:p2} exists too, so stream 'ev' has more than 2 partitions; the others "
+        "are not shown or changed: pass the bot's number of partitions"
+    )
+    enough = await cli("stats", "--stream", "ev", "--partitions", str(PARTITIONS), url=url)
+    assert (enough.code, enough.err) == (0, "")
+
+    unpartitioned = await cli("dead", "list", "--stream", "ev", url=url)
+    assert one_line_error(unpartitioned) == (
+        "Error: stream 'ev' does not exist, but {ev:p0} does: it is partitioned, "
+        "pass --partitions N"
+    )
+    missing = await cli("dead", "list", "--stream", "nope", url=url)
+    assert one_line_error(missing) == "Error: stream 'nope' does not exist"

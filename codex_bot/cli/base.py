@@ -15,9 +15,16 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from codex_bot.cli.params import mask
 from codex_bot.config import redis_url_problem
-from codex_bot.ops import GroupNotChosenError, OpsError, PartitionedOps, StreamOps
+from codex_bot.ops import (
+    GroupNotChosenError,
+    OpsError,
+    PartitionedOps,
+    StreamNotFoundError,
+    StreamOps,
+)
+from codex_bot.ops.replies import command
 from codex_bot.redis.constants import DEFAULT_STREAM
-from codex_bot.redis.partitioning import check_partitioned_name
+from codex_bot.redis.partitioning import check_partitioned_name, partition_stream
 from codex_bot.redis.types import AnyRedis
 
 T = TypeVar("T")
@@ -190,7 +197,12 @@ def run(target: Target, work: Callable[[Ops], Awaitable[T]]) -> T:
     async def session() -> T:
         redis = connect(target)
         try:
-            return await work(operations(target, redis))
+            if target.partitions is not None:
+                await _warn_of_more_partitions(redis, target.stream, target.partitions)
+            try:
+                return await work(operations(target, redis))
+            except StreamNotFoundError as exc:
+                raise OpsError(await _not_found_message(target, redis, exc)) from None
         finally:
             await redis.aclose()
 
@@ -202,6 +214,29 @@ def run(target: Target, work: Callable[[Ops], Awaitable[T]]) -> T:
         raise target.fail(str(exc)) from None
     except (RedisError, RedisClusterException) as exc:
         raise target.fail(describe_redis_error(target.redis_url, exc)) from None
+
+
+async def _warn_of_more_partitions(redis: AnyRedis, stream: str, partitions: int) -> None:
+    """Say so on stderr when partition N exists with ``--partitions N``: the rest is unseen."""
+    beyond = partition_stream(stream, partitions)
+    if await command(redis, "EXISTS", beyond, key=beyond):
+        click.echo(
+            f"warning: {beyond} exists too, so stream {stream!r} has more than {partitions} "
+            "partitions; the others are not shown or changed: pass the bot's number of "
+            "partitions",
+            err=True,
+        )
+
+
+async def _not_found_message(target: Target, redis: AnyRedis, exc: StreamNotFoundError) -> str:
+    """The error, with a hint when the stream is missing because it is partitioned."""
+    stream = target.stream
+    if target.partitions is not None or exc.stream != stream or "{" in stream or "}" in stream:
+        return str(exc)
+    first = partition_stream(stream, 0)
+    if not await command(redis, "EXISTS", first, key=first):
+        return str(exc)
+    return f"{exc}, but {first} does: it is partitioned, pass --partitions N"
 
 
 def _no_group_message(exc: GroupNotChosenError) -> str:
