@@ -325,6 +325,31 @@ async def test_bad_urls_and_unreachable_redis_fail_in_one_line_without_the_passw
     assert one_line_error(no_url) == "Error: no Redis URL: pass --redis-url or set REDIS_URL"
 
 
+async def test_a_redis_that_never_answers_is_reported_after_the_timeout() -> None:
+    async def accept_and_stay_silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await reader.read()  # until the command gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(accept_and_stay_silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+    try:
+        started = time.monotonic()
+        result = await cli("stats", "--timeout", "0.5", "--redis-url", url, timeout=20)
+        took = time.monotonic() - started
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert one_line_error(result).startswith(
+        f"Error: cannot reach Redis at redis://:***@127.0.0.1:{port}/0: Timeout"
+    ), result.err
+    assert PASSWORD not in result.out + result.err
+    assert took < 15  # not the 30 s default, nor forever
+
+
 async def test_a_wrong_password_is_reported_without_printing_it(
     fresh_server: RedisServer, make_client: Callable[..., Redis]
 ) -> None:

@@ -32,6 +32,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CONNECT_TIMEOUT = 5.0
 """Seconds to wait for a TCP connection before reporting Redis unreachable."""
+DEFAULT_TIMEOUT = 30.0
+"""Seconds to wait for Redis to answer a command (``--timeout``) before reporting it."""
 
 Ops = StreamOps | PartitionedOps
 """What a command works on: one stream, or every partition of a partitioned one."""
@@ -54,6 +56,7 @@ class Target:
     as_json: bool
     cluster: bool = False
     partitions: int | None = None
+    timeout: float = DEFAULT_TIMEOUT
 
     def fail(self, message: str, *urls: str | None) -> CommandError:
         """A ``CommandError`` whose message never shows a password of the URLs in play."""
@@ -64,7 +67,7 @@ class Target:
 
 def target_options(func: F) -> F:
     """Add ``--redis-url``, ``--cluster``, ``--stream``, ``--partitions``, ``--group``,
-    ``--dead-stream`` and ``--json``."""
+    ``--dead-stream``, ``--json`` and ``--timeout``."""
     options = [
         click.option(
             "--redis-url",
@@ -88,6 +91,13 @@ def target_options(func: F) -> F:
         click.option("--group", help="Consumer group; default: the stream's only group."),
         click.option("--dead-stream", help="Dead-letter stream; default: <stream>:dead."),
         click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts."),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(0, min_open=True),
+            default=DEFAULT_TIMEOUT,
+            show_default=True,
+            help="Seconds to wait for Redis to answer a command.",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -102,6 +112,7 @@ _TARGET_NAMES = (
     "group",
     "dead_stream",
     "as_json",
+    "timeout",
 )
 
 
@@ -135,6 +146,7 @@ def target_of(options: dict[str, Any]) -> Target:
         as_json=options.pop("as_json"),
         cluster=options.pop("cluster"),
         partitions=options.pop("partitions"),
+        timeout=options.pop("timeout"),
     )
     if target.partitions is not None:
         try:
@@ -169,9 +181,13 @@ def connect(target: Target, url: str | None = None, *, cluster: bool | None = No
     try:
         client: AnyRedis
         if target.cluster if cluster is None else cluster:
-            client = RedisCluster.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+            client = RedisCluster.from_url(
+                url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=target.timeout
+            )
         else:
-            client = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+            client = Redis.from_url(
+                url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=target.timeout
+            )
     except (ValueError, RedisClusterException) as exc:
         msg = f"invalid Redis URL {url}: {exc}"
         raise target.fail(msg, url) from None
