@@ -110,7 +110,7 @@ def test_the_policy_counts_the_first_delivery_and_gives_up_with_the_reason() -> 
     assert policy.decide(RuntimeError("x"), 1) == RetryDecision(True, 0.5, "retryable error")
     assert policy.decide(RuntimeError("x"), 2).delay == 1.0
     assert policy.decide(RuntimeError("x"), 3) == RetryDecision(
-        False, None, "gave up after 3 attempts (max_attempts=3)"
+        False, None, "gave up after 3 attempts (max_attempts=3)", gave_up=True
     )
     flood = TelegramRetryAfter(method=METHOD, message="Too Many Requests", retry_after=9)
     assert policy.decide(flood, 1).delay == 9.0  # Telegram's delay, not the 1.5 s cap
@@ -126,7 +126,7 @@ def test_flood_control_uses_no_attempt_but_has_a_bound_of_its_own() -> None:
     assert policy.decide(flood, 3).retry is True  # attempts are spent, flood waits are not
     assert policy.decide(flood, 3, flood_waited=11.0).retry is True  # 20 s in all
     late = policy.decide(flood, 1, flood_waited=11.5)
-    assert late.retry is False
+    assert (late.retry, late.gave_up) == (False, True)
     assert late.reason == "flood control kept it waiting 20s in all (max_flood_delay=20)"
     assert RetryPolicy().max_flood_delay == 6 * 3600  # hours, not minutes
 

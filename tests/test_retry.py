@@ -105,6 +105,38 @@ async def test_telegram_outcomes_log_one_line_and_bugs_their_traceback(
         assert (level, traced) == expected, kind
 
 
+async def test_giving_up_on_a_telegram_failure_is_a_warning_and_on_a_bug_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from aiogram.exceptions import TelegramServerError
+    from aiogram.methods import SendMessage
+
+    method = SendMessage(chat_id=1, text="hi")
+    raised = {
+        "bad_gateway": TelegramServerError(method=method, message="Bad Gateway"),
+        "bug": KeyError("chat_id"),
+    }
+    dispatcher = BotRedisDispatcher(KeepingScheduler(), max_attempts=1)
+    for kind, error in raised.items():
+
+        async def fail(payload: dict[str, Any], container: Any, error: Exception = error) -> None:
+            raise error
+
+        dispatcher.on_message(kind)(fail)
+    dispatcher.setup(container=None)
+    caplog.set_level(logging.INFO, logger="codex_bot.redis.dispatcher")
+    for kind, expected in {
+        "bad_gateway": (logging.WARNING, False),  # never sent: not an info line
+        "bug": (logging.ERROR, True),
+    }.items():
+        caplog.clear()
+        report = await dispatcher.process_message({"type": kind})
+        [letter] = report.dead_letters
+        assert letter.reason == "gave up after 1 attempts (max_attempts=1)"
+        [line] = [r for r in caplog.records if "failed on" in r.getMessage()]
+        assert (line.levelno, line.exc_info is not None) == expected, kind
+
+
 async def test_backoff_grows_per_attempt_is_capped_and_ends_in_a_dead_letter() -> None:
     scheduler = KeepingScheduler()
     dispatcher = BotRedisDispatcher(scheduler, max_attempts=4, retry_delay=1.0, max_retry_delay=3.0)

@@ -41,6 +41,9 @@ class RetryDecision:
             ``max_flood_delay``.
         expected: An outcome a bot meets in normal operation (Telegram's 429, a user who
             blocked the bot, a network blip): logged in one line, without a traceback.
+        gave_up: Set by ``RetryPolicy.decide`` when a failure worth retrying is dead-lettered
+            because it ran out of attempts or of flood-control time: what the handler was to
+            send was never sent, so even an expected failure is logged as a warning.
     """
 
     retry: bool
@@ -48,6 +51,7 @@ class RetryDecision:
     reason: str = ""
     uses_attempt: bool = True
     expected: bool = False
+    gave_up: bool = False
 
 
 FailureClassifier = Callable[[BaseException], RetryDecision]
@@ -162,10 +166,10 @@ class RetryPolicy:
                     f"flood control kept it waiting {flood_waited + delay:.0f}s in all "
                     f"(max_flood_delay={self.max_flood_delay:.0f})"
                 )
-                return replace(decision, retry=False, delay=None, reason=reason)
+                return replace(decision, retry=False, delay=None, reason=reason, gave_up=True)
         elif attempt >= self.max_attempts:
             reason = f"gave up after {attempt} attempts (max_attempts={self.max_attempts})"
-            return replace(decision, retry=False, delay=None, reason=reason)
+            return replace(decision, retry=False, delay=None, reason=reason, gave_up=True)
         return replace(decision, delay=delay)
 
 

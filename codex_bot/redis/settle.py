@@ -99,8 +99,10 @@ class FailureSettler:
         """One line per failure; a traceback only for what is not a Telegram outcome.
 
         A 429, a user who blocked the bot or a network blip is part of a bot's day: a
-        warning (retried) or an info line (dead-lettered). Anything else may be a bug: its
-        traceback is logged once per event, on the first attempt and when it is dead-lettered.
+        warning when retried, an info line when dead-lettered at once (the user blocked the
+        bot), and a warning when the retries ran out (nothing was sent). Anything else may be
+        a bug: its traceback is logged once per event, on the first attempt and when it is
+        dead-lettered, as an error.
         """
         attempt, most = report.attempt, self.policy.max_attempts
         if decision.retry:
@@ -115,8 +117,12 @@ class FailureSettler:
                 exc_info=trace,
             )
             return
+        if not decision.expected:
+            level = logging.ERROR
+        else:
+            level = logging.WARNING if decision.gave_up else logging.INFO
         logger.log(
-            logging.INFO if decision.expected else logging.ERROR,
+            level,
             "handler %s failed on %s (attempt %s of %s), dead-lettering it: %s (%s)",
             failure.handler,
             report.event_type,
