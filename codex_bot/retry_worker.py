@@ -13,6 +13,9 @@ lose every retry). It is configured from the environment:
 - ``RETRY_MAX_TRIES``: how often arq runs a job whose stream is unreachable (default 30,
   about 25 minutes of outage; a retry arq then gives up on is dead-lettered by the bot).
 
+A restart or failover of arq's Redis does not stop the worker: its commands are tried again
+for about 80 s (``RECONNECT_TRIES``) before it gives up and exits.
+
 ``WorkerSettings`` is built when arq asks for it, not at import, so importing this module
 never fails; ``worker_settings(environ)`` builds it for other environments.
 """
@@ -27,6 +30,10 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.constants import default_queue_name
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from codex_bot.config import ConfigurationError, redis_url_from_env
 from codex_bot.redis.retry import (
@@ -38,6 +45,11 @@ from codex_bot.redis.retry import (
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_MAX_TRIES = 30
+RECONNECT_TRIES = 20
+"""How often each command to arq's Redis is tried again when the connection fails, waiting
+0.2 s, 0.4 s, ... up to 5 s in between: about 80 s, which a restart or a failover fits in.
+arq's worker would otherwise exit at the first failed poll; past that, it exits as before
+and its supervisor restarts it."""
 
 WORKER_OPTIONS: dict[str, Any] = {
     "functions": [redeliver_event],
@@ -61,9 +73,13 @@ def worker_settings(environ: Mapping[str, str] | None = None) -> type:
     env = os.environ if environ is None else environ
     url = redis_url_from_env("REDIS_URL", DEFAULT_REDIS_URL, environ=env)
     streams_url = redis_url_from_env("STREAMS_REDIS_URL", None, environ=env)
+    redis_settings = RedisSettings.from_dsn(url)
+    # OSError too: redis-py retries a refused connection only when it is listed
+    redis_settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
+    redis_settings.retry = Retry(ExponentialBackoff(cap=5.0, base=0.1), RECONNECT_TRIES)
     attributes: dict[str, Any] = {
         **WORKER_OPTIONS,
-        "redis_settings": RedisSettings.from_dsn(url),
+        "redis_settings": redis_settings,
         "queue_name": env.get("ARQ_QUEUE") or default_queue_name,
         "max_tries": _max_tries(env.get("RETRY_MAX_TRIES")),
     }

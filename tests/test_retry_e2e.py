@@ -657,6 +657,30 @@ async def test_the_ready_worker_settings_run_a_retry(
     assert not await redis.exists(stream + ":retries")  # struck off the ledger
 
 
+async def test_the_ready_worker_rides_out_a_restart_of_its_redis(
+    fresh_server: RedisServer, stream: str, make_client: Callable[..., Redis]
+) -> None:
+    settings = worker_settings({"REDIS_URL": fresh_server.url})
+    worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
+    task = await _start_worker(worker)
+    pool = create_retry_pool(fresh_server.url)
+    try:
+        fresh_server.stop()
+        # arq's own worker ends at the first poll that fails; this one keeps trying
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), timeout=1.0)
+        fresh_server.start()
+
+        payload = {"type": "x", ATTEMPT_FIELD: 2, ORIGIN_FIELD: "1-0", "chat_id": 7}
+        await ArqRetryScheduler(pool).schedule_retry(stream, payload, delay=0)
+        redis = make_client(fresh_server.url, decode_responses=True)
+        await wait_for(lambda: xlen_is(redis, stream, 1), timeout=15, message="redelivery")
+        assert not task.done()
+    finally:
+        await _stop_worker(worker, task)
+        await pool.aclose()
+
+
 # -- retries arq loses end in the dead-letter stream ---------------------------------------
 
 
