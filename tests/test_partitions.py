@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -154,6 +155,50 @@ async def test_a_blocked_leased_read_wakes_for_a_new_entry(redis: Redis, stream:
     await wait_for(lambda: blocked_clients(redis), message="the read to block")
     entry_id = await redis.xadd(partition, {"type": "t"})
     assert [e for e, _ in await asyncio.wait_for(read, 5)] == [entry_id]
+
+
+async def test_a_replica_joining_mid_send_never_sends_what_the_old_owner_still_sends(
+    redis: Redis, stream: str, caplog: pytest.LogCaptureFixture
+):
+    # two partitions, two replicas sorted "a", "b": partition 1 is b's share once b joins
+    chat = next(chat for chat in range(100) if partition_of(chat, 2) == 1)
+    await StreamProducer(redis, stream, partitions=2).add_events(
+        [("t", {"chat_id": chat, "seq": seq}) for seq in range(5)]
+    )
+    caplog.set_level(logging.INFO, logger="codex_bot.redis.processor")
+    handled: list[tuple[str, int]] = []
+    slow_send, sent = asyncio.Event(), asyncio.Event()
+
+    def replica(name: str) -> RedisStreamProcessor:
+        async def send(payload: dict[str, Any]) -> None:
+            handled.append((name, payload["seq"]))
+            if payload["seq"] == 0:  # a send paced far beyond drain_timeout
+                slow_send.set()
+                await sent.wait()
+
+        processor = RedisStreamProcessor(
+            RedisStreamStorage(redis), stream, GROUP, name, partitions=2, lease_ttl=1,
+            drain_timeout=0.3, poll_interval=0.05,
+        )  # fmt: skip
+        processor.set_message_callback(send)
+        return processor
+
+    async with replica("a") as a:
+        await wait_for(slow_send.is_set, message="a to send the chat's first event")
+        async with replica("b") as b:
+            await wait_for(
+                lambda: "still running after" in caplog.text, message="a to keep partition 1"
+            )
+            assert handled == [("a", 0)]  # b waits: 1 to 4 wait behind 0, left for b
+            assert a.owned_partitions == [0, 1]
+
+            sent.set()
+            await wait_for(lambda: len(handled) == 5, message="the rest, by b")
+            await wait_for(lambda: b.stats.acked == 4, message="b's ACKs")
+            assert b.owned_partitions == [1]
+    assert handled == [("a", 0), ("b", 1), ("b", 2), ("b", 3), ("b", 4)]
+    assert "handed partition 1 of" in caplog.text
+    assert "(4 entries left pending for its next owner)" in caplog.text
 
 
 # -- replicas as processes ---------------------------------------------------------------

@@ -68,3 +68,49 @@ async def test_close_cancels_late_items_and_hands_back_the_unstarted():
     await wait_for(lambda: len(started) == 2, message="two started")
     assert await workers.close(0.01) == 2
     assert sorted(workers.queued()) == sorted(set(range(5)) - set(started))
+
+
+async def test_withdrawn_items_never_run_and_the_rest_keep_their_order():
+    started, release = asyncio.Event(), asyncio.Event()
+    done: list[tuple[str, int]] = []
+
+    async def handle(item: tuple[str, int]) -> None:
+        if item == ("a", 0):
+            started.set()
+            await release.wait()
+        done.append(item)
+
+    # one worker: ("a", 0) runs and blocks; behind it a's lane, then b's and c's items
+    workers: KeyedWorkers[tuple[str, int]] = KeyedWorkers(handle, max_workers=1)
+    for n in range(3):
+        for key in "abc":
+            workers.submit((key, n), key)
+    workers.kick()
+    await wait_for(started.is_set, message="the worker to run a's first item")
+
+    # b's head (ready) goes with its lane; c's second item leaves from the middle of its lane
+    taken = workers.withdraw(lambda item: item[0] == "b" or item == ("c", 1))
+    release.set()
+    await wait_for(lambda: len(done) == 5, message="the items left")
+
+    assert sorted(taken) == [("b", 0), ("b", 1), ("b", 2), ("c", 1)]
+    assert [item for item in done if item[0] == "a"] == [("a", 0), ("a", 1), ("a", 2)]
+    assert [item for item in done if item[0] == "c"] == [("c", 0), ("c", 2)]
+    assert await workers.close(1) == 0
+
+
+async def test_withdrawing_the_head_of_a_key_moves_the_next_one_up():
+    done: list[tuple[str, int]] = []
+
+    async def handle(item: tuple[str, int]) -> None:
+        done.append(item)
+
+    workers: KeyedWorkers[tuple[str, int]] = KeyedWorkers(handle, max_workers=2)
+    for n in range(3):
+        workers.submit(("a", n), "a")  # not kicked: ("a", 0) is ready, 1 and 2 wait behind
+
+    assert workers.withdraw(lambda item: item == ("a", 0)) == [("a", 0)]
+    workers.kick()
+    await wait_for(lambda: len(done) == 2, message="a's last two")
+    assert done == [("a", 1), ("a", 2)]
+    assert await workers.close(1) == 0

@@ -6,7 +6,8 @@ The live replicas, sorted by name, split the partitions the same way everywhere:
 ``i`` belongs to the replica at position ``i mod replicas``. A replica takes the lease of each
 partition of its share once it is free, reads it (the previous owner's pending entries
 first), and renews the lease every tick. A partition that is no longer its share is handed
-over: reading stops, its entries finish (up to ``drain_timeout``) and are acknowledged, and
+over: reading stops, its entries not started yet are left pending, the running ones finish
+(however long paced sends take; a warning past ``drain_timeout``) and are acknowledged, and
 only then is the lease given back, so the next owner never overlaps it. A replica that dies
 stops renewing: its leases expire after ``lease_ttl`` and its heartbeat ages out, and the
 others take its partitions over.
@@ -45,7 +46,8 @@ class PartitionSet:
         consumer_name: This replica's consumer (unique per process).
         partitions: How many partitions the stream has.
         lease_ttl: Seconds a lease lasts without renewal.
-        drain_timeout: Seconds a partition handed over may take to finish its entries.
+        drain_timeout: Seconds after which a partition being handed over that still has
+            entries running is reported (it is handed over once they finish).
         runner: The processor's entry runner.
         outage: The processor's outage log.
         make_source: Builds the source of a partition just taken.
@@ -174,20 +176,51 @@ class PartitionSet:
         )
 
     async def _hand_over(self, index: int) -> None:
-        """Stop reading a partition, let its entries finish and ACK them, then release it."""
+        """Stop reading a partition, let its running entries finish and ACK them, release it.
+
+        Entries not started yet (behind their chat's running one) are left pending for the
+        next owner. The lease, still renewed, is given back only once every running entry
+        finished, however long paced sends take: the next owner never sends what this
+        replica is sending. A processor stopping meanwhile drains it as it drains the rest.
+        """
         source = self.owned[index]
         try:
             await source.stop_reading()
-            if not await self.runner.wait_until_done(source, self.drain_timeout):
+            left = self.runner.withdraw(source)
+            if not await self._wait_for_running(index, source):
+                return  # stopping: the processor's stop drains it and gives the lease back
+            await source.finish()
+            await self.leases.release(self._lease(index))
+            self.owned.pop(index, None)
+            logger.info(
+                "handed partition %s of %s over (%s entr%s left pending for its next owner)",
+                index,
+                self.stream_name,
+                left,
+                "y" if left == 1 else "ies",
+            )
+        except BaseException:
+            self.owned.pop(index, None)
+            raise
+        finally:
+            self._leaving.pop(index, None)
+
+    async def _wait_for_running(self, index: int, source: StreamSource) -> bool:
+        """Wait for ``source``'s running entries; False if the set stops rebalancing, or the
+        lease is lost, first."""
+        waited, warned = 0.0, False
+        while not await self.runner.wait_until_done(source, self.tick):
+            if self._task is None or source.lease_lost:
+                return False
+            waited += self.tick
+            if waited >= self.drain_timeout and not warned:
+                warned = True
                 logger.warning(
-                    "partition %s of %s handed over with %s entr(ies) still running",
+                    "partition %s of %s: %s handler(s) still running after %.1fs; it is "
+                    "handed over once they finish",
                     index,
                     self.stream_name,
                     len(source.inflight),
+                    waited,
                 )
-            await source.finish()
-            await self.leases.release(self._lease(index))
-            logger.info("handed partition %s of %s over", index, self.stream_name)
-        finally:
-            self.owned.pop(index, None)
-            self._leaving.pop(index, None)
+        return True

@@ -143,6 +143,13 @@ class EntryRunner:
             return False
         return True
 
+    def withdraw(self, source: StreamSource) -> int:
+        """Take back ``source``'s entries not started yet; they stay pending. How many."""
+        items = self._workers.withdraw(lambda item: item.source is source)
+        for item in items:
+            self.finish(source, item.entry_id)
+        return len(items)
+
     def open(self) -> None:
         """A fresh worker pool, for a start after a stop."""
         self._workers = KeyedWorkers(self._handle, self.max_concurrency)

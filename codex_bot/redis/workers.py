@@ -69,6 +69,37 @@ class KeyedWorkers(Generic[T]):
         await asyncio.gather(*late, return_exceptions=True)
         return len(late)
 
+    def withdraw(self, chosen: Callable[[T], bool]) -> list[T]:
+        """Take back the items not started yet that ``chosen`` selects; the rest keep their order.
+
+        Returns:
+            The items taken back. An item that waited behind a withdrawn one of its key moves
+            up in its place.
+        """
+        taken: list[T] = []
+        for key, lane in self._lanes.items():
+            if lane:
+                kept = deque(item for item in lane if not chosen(item))
+                taken += [item for item in lane if chosen(item)]
+                self._lanes[key] = kept or None
+        ready: list[tuple[T, Hashable | None]] = []
+        for item, key in self._ready:
+            if not chosen(item):
+                ready.append((item, key))
+                continue
+            taken.append(item)
+            if key is not None:
+                lane = self._lanes[key]
+                if lane:
+                    ready.append((lane.popleft(), key))
+                    if not lane:
+                        self._lanes[key] = None
+                else:
+                    del self._lanes[key]
+        self._ready.clear()  # in place: the workers hold this deque
+        self._ready.extend(ready)
+        return taken
+
     def queued(self) -> list[T]:
         """Take the items submitted but not started (after ``close``)."""
         items = [item for item, _ in self._ready]
