@@ -183,6 +183,20 @@ async def test_429s_for_two_chats_at_once_hold_the_whole_bot(redis: Redis) -> No
     assert third_chat.wait == pytest.approx(3.0, abs=0.05)
 
 
+async def test_one_chats_long_hold_holds_the_whole_bot_only_as_long_as_the_other(
+    redis: Redis,
+) -> None:
+    lim = limiter(redis)
+
+    await lim.hold(7, 3.0)
+    await lim.hold(8, 300.0)  # a group flooded for minutes
+    third_chat = await lim.reserve(9)
+    flooded = await lim.reserve(8, max_wait=600.0)
+
+    assert third_chat.wait == pytest.approx(3.0, abs=0.05)
+    assert flooded.wait == pytest.approx(300.0, abs=0.05)
+
+
 async def test_a_429_without_a_chat_holds_the_whole_bot(redis: Redis) -> None:
     lim = limiter(redis)
 

@@ -34,14 +34,17 @@ local function extend_ttl(key, ms)
   if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
 end
 
--- The budget: a 429 holds the chat; a 429 without a chat, or for a second chat while
--- another is held, holds the whole budget.
+-- The budget: a 429 holds the chat; a 429 without a chat holds the whole budget, and so
+-- does a 429 for a second chat while another is held, for as long as both are held (one
+-- chat's long hold, a group's minutes, must not stop every other chat that long).
 local budget = redis.call('HMGET', KEYS[1], 'tat', 'funtil', 'fchat')
 local tat = tonumber(budget[1]) or 0
 local funtil = tonumber(budget[2]) or 0
 if hold > 0 then
-  if kind == 0 or (funtil > now and budget[3] ~= flood_chat) then
+  if kind == 0 then
     tat = math.max(tat, now + hold)
+  elseif funtil > now and budget[3] ~= flood_chat then
+    tat = math.max(tat, now + math.min(hold, funtil - now))
   end
   funtil = now + hold
   redis.call('HSET', KEYS[1], 'funtil', us(funtil), 'fchat', flood_chat)
