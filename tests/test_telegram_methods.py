@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -71,13 +72,26 @@ def test_the_defaults_are_telegrams_limits_with_a_small_margin() -> None:
         {"per_chat_per_second": -1},
         {"paid_per_second": float("inf")},
         {"per_group_per_minute": 0},
-        {"per_group_per_minute": 2.5},
         {"margin": -0.1},
         {"margin": 0.9},
     ],
 )
 def test_limits_refuse_nonsense(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
+        TelegramLimits(**bad)
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"per_second": "30"}, "per_second must be a number, got '30'"),
+        ({"per_second": True}, "per_second must be a number, got True"),
+        ({"margin": "0.03"}, "margin must be a number, got '0.03'"),
+        ({"per_group_per_minute": 2.5}, "per_group_per_minute must be an int, got 2.5"),
+    ],
+)
+def test_limits_name_a_value_that_is_no_number(bad: dict[str, Any], message: str) -> None:
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         TelegramLimits(**bad)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -322,3 +323,45 @@ async def test_a_redis_that_does_not_answer_counts_as_down(
     # alone for a while: one connection attempt, not five
     assert bytes(received).count(b"LIB-NAME") == 1
     assert elapsed < 5
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "error", "message"),
+    [
+        ((None,), {}, TypeError, "needs the redis.asyncio client"),
+        (("redis", "30"), {}, TypeError, "limits must be a TelegramLimits, got '30'"),
+        (("redis", {"per_second": 30}), {}, TypeError, "limits must be a TelegramLimits"),
+        (("redis",), {"redis_timeout": 0}, ValueError, "redis_timeout must be a finite number"),
+        (("redis",), {"redis_timeout": -1}, ValueError, "redis_timeout must be a finite number"),
+        (("redis",), {"max_flood_wait": -1}, ValueError, "max_flood_wait must be a finite"),
+        (("redis",), {"max_flood_wait": "60"}, TypeError, "max_flood_wait must be a number"),
+    ],
+)
+def test_nonsense_settings_are_refused_when_the_middleware_is_built(
+    redis: Redis, args: tuple[object, ...], options: dict[str, object], error: type, message: str
+) -> None:
+    real = tuple(redis if arg == "redis" else arg for arg in args)
+    with pytest.raises(error, match=re.escape(message)):
+        RateLimitMiddleware(*real, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("same_object", [True, False])
+async def test_installed_twice_it_paces_once_and_says_so(
+    redis: Redis, make_bot: Callable[..., Bot], caplog: pytest.LogCaptureFixture, same_object: bool
+) -> None:
+    async with TelegramBotAPIStandIn(limits=FAST) as api:
+        outer = RateLimitMiddleware(redis, FAST)
+        inner = outer if same_object else RateLimitMiddleware(redis, FAST)
+        bot = make_bot(api, outer)
+        bot.session.middleware(inner)
+
+        await asyncio.wait_for(
+            asyncio.gather(*(bot.send_message(7, f"m{n}") for n in range(3))), timeout=10
+        )
+
+        assert [m.text for m in api.sent] == ["m0", "m1", "m2"]
+    assert outer.stats.paced == 3  # the inner one passed them through, unpaced
+    if not same_object:
+        assert inner.stats.paced == 0
+    warnings = [r for r in caplog.records if "installed twice" in r.getMessage()]
+    assert len(warnings) == 1

@@ -26,6 +26,7 @@ class TelegramLimits:
             default 0.03 keeps a broadcast at 97% of ``per_second``.
 
     Raises:
+        TypeError: If a limit or ``margin`` is not a number (``per_group_per_minute``: an int).
         ValueError: If a limit is not positive or ``margin`` is outside ``[0, 0.5]``.
     """
 
@@ -36,11 +37,20 @@ class TelegramLimits:
     margin: float = 0.03
 
     def __post_init__(self) -> None:
+        for name in ("per_second", "per_chat_per_second", "paid_per_second", "margin"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                msg = f"{name} must be a number, got {value!r}"
+                raise TypeError(msg)
         rates = (self.per_second, self.per_chat_per_second, self.paid_per_second)
         if not all(math.isfinite(rate) and rate > 0 for rate in rates):
             msg = f"rates must be positive and finite: {self}"
             raise ValueError(msg)
-        if not isinstance(self.per_group_per_minute, int) or self.per_group_per_minute < 1:
+        group = self.per_group_per_minute
+        if not isinstance(group, int) or isinstance(group, bool):
+            msg = f"per_group_per_minute must be an int, got {group!r}"
+            raise TypeError(msg)
+        if group < 1:
             msg = f"per_group_per_minute must be a positive int, got {self.per_group_per_minute!r}"
             raise ValueError(msg)
         if not 0 <= self.margin <= 0.5:

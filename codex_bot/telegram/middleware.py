@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from aiogram.methods.base import TelegramType
 
 logger = logging.getLogger(__name__)
+
+_pacing: ContextVar[RateLimitMiddleware | None] = ContextVar("codex_bot_pacing", default=None)
+"""The middleware pacing the request being sent, for a second one on the same chain."""
 
 
 class RateLimitMiddleware(BaseRequestMiddleware):
@@ -66,8 +70,15 @@ class RateLimitMiddleware(BaseRequestMiddleware):
         key_prefix: Start of every Redis key (keys are ``<prefix>:{<bot_id>}:...``).
         redis_timeout: Seconds a booking may take before Redis counts as unreachable.
 
+    Installed twice on one session (the same object, or two), the outer one paces and the
+    inner one passes requests through, with one WARNING: pacing twice would halve the rate,
+    and the same object would wait for the chat it holds itself.
+
     Raises:
-        ValueError: If ``max_flood_wait`` is negative or not finite.
+        TypeError: If ``redis`` is None, ``limits`` is not a :class:`TelegramLimits`, or a
+            number of seconds is not a number.
+        ValueError: If ``max_flood_wait`` is negative or not finite, or ``redis_timeout``
+            is not a positive finite number of seconds.
 
     Attributes:
         stats: Counters for metrics (:class:`RateLimitStats`).
@@ -83,14 +94,28 @@ class RateLimitMiddleware(BaseRequestMiddleware):
         key_prefix: str = DEFAULT_KEY_PREFIX,
         redis_timeout: float = 1.0,
     ) -> None:
+        if redis is None:
+            msg = "RateLimitMiddleware needs the redis.asyncio client that holds the budgets"
+            raise TypeError(msg)
+        if limits is not None and not isinstance(limits, TelegramLimits):
+            msg = f"limits must be a TelegramLimits, got {limits!r}"
+            raise TypeError(msg)
+        for name, value in (("max_flood_wait", max_flood_wait), ("redis_timeout", redis_timeout)):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                msg = f"{name} must be a number of seconds, got {value!r}"
+                raise TypeError(msg)
         if not 0 <= max_flood_wait < math.inf:
             msg = f"max_flood_wait must be a finite number of seconds >= 0, got {max_flood_wait}"
+            raise ValueError(msg)
+        if not 0 < redis_timeout < math.inf:
+            msg = f"redis_timeout must be a finite number of seconds > 0, got {redis_timeout}"
             raise ValueError(msg)
         self.limits = limits or TelegramLimits()
         self.max_flood_wait = max_flood_wait
         self.stats = RateLimitStats()
         self.budget = SharedBudget(redis, self.limits, key_prefix, redis_timeout)
         self._lanes: dict[tuple[int, str], tuple[asyncio.Lock, int]] = {}
+        self._warned_twice = False
 
     async def __call__(
         self,
@@ -107,10 +132,25 @@ class RateLimitMiddleware(BaseRequestMiddleware):
         request = paced_request(method)
         if request is None:
             return await make_request(bot, method)
+        if _pacing.get() is not None:
+            self._warn_twice()
+            return await make_request(bot, method)
         self.stats.paced += 1
         deadline = asyncio.get_running_loop().time() + self.max_flood_wait
-        async with self._lane(bot.id, request.chat_id, deadline, method):
-            return await self._send(make_request, bot, method, request, deadline)
+        token = _pacing.set(self)
+        try:
+            async with self._lane(bot.id, request.chat_id, deadline, method):
+                return await self._send(make_request, bot, method, request, deadline)
+        finally:
+            _pacing.reset(token)
+
+    def _warn_twice(self) -> None:
+        if not self._warned_twice:
+            self._warned_twice = True
+            logger.warning(
+                "RateLimitMiddleware is installed twice on one bot session: the outer one "
+                "paces, this one passes requests through; install it once"
+            )
 
     async def _send(
         self,
