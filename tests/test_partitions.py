@@ -23,6 +23,7 @@ from codex_bot.redis import (
     RedisStreamStorage,
     StreamProducer,
     SyncStreamProducer,
+    default_ordering_key,
     partition_of,
     partition_stream,
 )
@@ -44,6 +45,28 @@ def test_partition_names_and_the_hash_are_what_the_readme_documents():
     assert partition_of("42", 8) == partition_of(42, 8)  # hand-written "42" lands alike
     assert partition_of(-1001234567890, 8) == zlib.crc32(b"-1001234567890") % 8
     assert partition_of("Ann", 5) == zlib.crc32(b"Ann") % 5
+
+
+@pytest.mark.parametrize(
+    ("payload", "key"),
+    [
+        ({"chat_id": 7}, 7),
+        ({"chat_id": "7"}, 7),  # one chat, one lane: its events never run side by side
+        ({"chat_id": "-100123"}, -100123),
+        ({"chat_id": "007"}, "007"),  # not how a number is written: left as it is
+        ({"chat_id": "@news"}, "@news"),
+        ({"user_id": "12"}, 12),
+        ({"text": "no key"}, None),
+    ],
+)
+def test_the_default_ordering_key_reads_a_numeric_chat_id_as_its_number(
+    payload: dict[str, Any], key: Any
+):
+    assert default_ordering_key(payload) == key
+    if key is not None:
+        assert partition_of(default_ordering_key(payload), 8) == partition_of(
+            payload.get("chat_id", payload.get("user_id")), 8
+        )
 
 
 def test_a_partitioned_stream_name_with_braces_is_refused(redis: Redis):

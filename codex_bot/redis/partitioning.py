@@ -15,6 +15,7 @@ event without a key may go to any partition. A backend in another language write
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -55,6 +56,9 @@ def key_text(key: Any) -> str:
     return json.dumps(key, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
+_CANONICAL_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+
+
 def partition_of(key: Any, partitions: int) -> int:
     """The partition of an event whose ordering key is ``key``: ``crc32(text) % partitions``."""
     return zlib.crc32(key_text(key).encode()) % partitions
@@ -63,7 +67,13 @@ def partition_of(key: Any, partitions: int) -> int:
 def default_ordering_key(payload: Mapping[str, Any]) -> Any:
     """The payload's ``chat_id``, else its ``user_id``, else None (no ordering).
 
-    The processor's default ordering key, and the producer's default partition key.
+    The processor's default ordering key, and the producer's default partition key. A
+    string that is a number as ``str(int)`` writes it (``"7"``, ``"-100123"``) is that
+    number, so ``7`` and ``"7"`` are one chat; its partition is the same either way.
     """
     key = payload.get("chat_id")
-    return payload.get("user_id") if key is None else key
+    if key is None:
+        key = payload.get("user_id")
+    if type(key) is str and _CANONICAL_INT.fullmatch(key):
+        return int(key)
+    return key
