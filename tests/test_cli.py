@@ -143,6 +143,10 @@ async def test_dead_list_and_show_with_filters(
     assert f"  chat_id = json:{BLOCKED_CHAT}" in text
     missing = await cli("dead", "show", "1-0", "--stream", stream, url=url)
     assert one_line_error(missing) == f"Error: no dead letter 1-0 in {stream}:dead"
+    garbage = await cli("dead", "show", "garbage", "--stream", stream, url=url)
+    assert one_line_error(garbage) == (
+        "Error: 'garbage' is not a stream entry id (like 1700000000000-0)"
+    )
 
 
 async def test_a_replay_runs_only_the_handler_that_failed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -29,6 +30,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 LIST_LIMIT = 50
 """``dead list`` shows this many letters unless ``--limit`` says otherwise."""
+
+_ENTRY_ID = re.compile(r"[0-9]+(?:-[0-9]+)?")
+"""A dead letter's id as ``dead show`` takes it: ``<ms>-<seq>``, or ``<ms>``."""
 
 
 def filter_options(func: F) -> F:
@@ -146,6 +150,9 @@ async def _letter(ops: Ops, letter_id: str) -> DeadLetterEntry:
 def show(letter_id: str, **options: Any) -> None:
     """One dead letter, every field (bytes that are not UTF-8 as \\xNN escapes)."""
     target = target_of(options)
+    if not _ENTRY_ID.fullmatch(letter_id):
+        msg = f"{letter_id!r} is not a stream entry id (like 1700000000000-0)"
+        raise target.fail(msg)
     letter = run(target, lambda ops: _letter(ops, letter_id))
     if target.as_json:
         echo_json(letter)
