@@ -35,9 +35,12 @@ async def get(url: str) -> tuple[int, dict[str, Any]]:
         return response.status, await response.json()
 
 
-async def answers(url: str, status: int) -> dict[str, Any] | None:
+async def answers(url: str, status: int, saying: str = "") -> dict[str, Any] | None:
+    """The body when ``url`` answers ``status`` (with a reason containing ``saying``)."""
     code, body = await get(url)
-    return body if code == status else None
+    if code != status or (saying and not any(saying in r for r in body["reasons"])):
+        return None
+    return body
 
 
 async def test_healthz_is_503_while_redis_is_down_and_200_once_it_is_back(
@@ -86,7 +89,10 @@ async def test_healthz_is_503_with_the_reason_while_an_entry_is_parked(
     async with await start_health_server(processor, port=0, host="127.0.0.1") as server:
         health = server.url + "/healthz"
         await processor.start_listening()
-        body = await wait_for(lambda: answers(health, 503), message="503 for the parked entry")
+        # before the group exists it answers 503 too: wait for the reason that matters
+        body = await wait_for(
+            lambda: answers(health, 503, saying="parked"), message="503 for the parked entry"
+        )
         [reason] = body["reasons"]
         assert reason.startswith(f"{stream}: 1 entr(ies) parked")
         assert "entry has no 'type' field" in reason

@@ -69,6 +69,27 @@ def _in_entry(entry_id: str) -> Any:
 # -- the dispatcher's policy ------------------------------------------------------------
 
 
+def _failing(raised: dict[str, BaseException], **options: Any) -> BotRedisDispatcher:
+    """A dispatcher whose handler for each event type raises what ``raised`` maps it to."""
+    dispatcher = BotRedisDispatcher(KeepingScheduler(), **options)
+    for kind, error in raised.items():
+
+        async def fail(
+            payload: dict[str, Any], container: Any, error: BaseException = error
+        ) -> None:
+            raise error
+
+        dispatcher.on_message(kind)(fail)
+    dispatcher.setup(container=None)
+    return dispatcher
+
+
+def _failure_line(caplog: pytest.LogCaptureFixture) -> tuple[int, bool]:
+    """The level of the one "failed on" line logged, and whether it carries a traceback."""
+    [line] = [r for r in caplog.records if "failed on" in r.getMessage()]
+    return line.levelno, line.exc_info is not None
+
+
 async def test_telegram_outcomes_log_one_line_and_bugs_their_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -82,20 +103,12 @@ async def test_telegram_outcomes_log_one_line_and_bugs_their_traceback(
         "missing": TelegramBadRequest(method=method, message="Bad Request: chat not found"),
         "bug": KeyError("chat_id"),
     }
-    dispatcher = BotRedisDispatcher(KeepingScheduler())
-    for kind, error in raised.items():
-
-        async def fail(payload: dict[str, Any], container: Any, error: Exception = error) -> None:
-            raise error
-
-        dispatcher.on_message(kind)(fail)
-    dispatcher.setup(container=None)
+    dispatcher = _failing(raised)
     caplog.set_level(logging.INFO, logger="codex_bot.redis.dispatcher")
     for kind in raised:
         caplog.clear()
         await dispatcher.process_message({"type": kind})
-        [line] = [r for r in caplog.records if "failed on" in r.getMessage()]
-        level, traced = line.levelno, line.exc_info is not None
+        level, traced = _failure_line(caplog)
         expected = {
             "flood": (logging.WARNING, False),
             "blocked": (logging.INFO, False),
@@ -116,14 +129,7 @@ async def test_giving_up_on_a_telegram_failure_is_a_warning_and_on_a_bug_an_erro
         "bad_gateway": TelegramServerError(method=method, message="Bad Gateway"),
         "bug": KeyError("chat_id"),
     }
-    dispatcher = BotRedisDispatcher(KeepingScheduler(), max_attempts=1)
-    for kind, error in raised.items():
-
-        async def fail(payload: dict[str, Any], container: Any, error: Exception = error) -> None:
-            raise error
-
-        dispatcher.on_message(kind)(fail)
-    dispatcher.setup(container=None)
+    dispatcher = _failing(raised, max_attempts=1)
     caplog.set_level(logging.INFO, logger="codex_bot.redis.dispatcher")
     for kind, expected in {
         "bad_gateway": (logging.WARNING, False),  # never sent: not an info line
@@ -133,8 +139,7 @@ async def test_giving_up_on_a_telegram_failure_is_a_warning_and_on_a_bug_an_erro
         report = await dispatcher.process_message({"type": kind})
         [letter] = report.dead_letters
         assert letter.reason == "gave up after 1 attempts (max_attempts=1)"
-        [line] = [r for r in caplog.records if "failed on" in r.getMessage()]
-        assert (line.levelno, line.exc_info is not None) == expected, kind
+        assert _failure_line(caplog) == expected, kind
 
 
 async def test_backoff_grows_per_attempt_is_capped_and_ends_in_a_dead_letter() -> None:
