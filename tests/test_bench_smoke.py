@@ -74,7 +74,8 @@ def test_quick_cluster_and_big_entry_write_their_keys(tmp_path: Path) -> None:
     for contender in ("single", "cluster", "partitioned"):
         assert cluster[contender]["all_acked"], cluster[contender]
         assert cluster[contender]["events"] == 3_000
-        assert cluster[contender]["redis_cpu_us_per_event"] > 0
+        # --quick is short enough for Redis's CPU accounting to show no tick at all
+        assert cluster[contender]["redis_cpu_us_per_event"] >= 0
     assert cluster["partitioned"]["owned_partitions"] == list(range(6))
     assert cluster["partitions_per_shard"] == [2, 2, 2]
     assert "one {hash-tagged} stream" in stdout
