@@ -675,6 +675,7 @@ async def test_the_ready_worker_rides_out_a_restart_of_its_redis(
         await ArqRetryScheduler(pool).schedule_retry(stream, payload, delay=0)
         redis = make_client(fresh_server.url, decode_responses=True)
         await wait_for(lambda: xlen_is(redis, stream, 1), timeout=15, message="redelivery")
+        await wait_for(lambda: worker.jobs_complete == 1, message="the job to finish")
         assert not task.done()
     finally:
         await _stop_worker(worker, task)
