@@ -212,6 +212,33 @@ async def test_an_interrupted_replay_run_again_duplicates_nothing_and_loses_noth
     assert await redis.xlen(dead) == 0
 
 
+async def test_ctrl_c_during_a_replay_says_how_far_it_got(
+    redis_server: RedisServer, redis: Redis, stream: str
+) -> None:
+    await bad_day(redis, redis_server.url, stream, orders=30, untyped=0, stuck=0, retried=0)
+    dead = stream + ":dead"
+    process = await asyncio.create_subprocess_exec(
+        str(CODEX_BOT), "dead", "replay", "--stream", stream, "--yes", "--rate", "10",
+        env={**os.environ, "REDIS_URL": redis_server.url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await wait_for(lambda: _xlen_at_most(redis, dead, 27), message="a few letters replayed")
+    process.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+
+    assert process.returncode == 130
+    moved = 30 - await redis.xlen(dead)
+    last = err.decode().strip().splitlines()[-1]
+    # a letter whose script ran as Ctrl-C came, before its reply was read, is not counted
+    assert last in {
+        f"interrupted: {done} of 30 dead letters replayed; run the same command again for "
+        "the rest (no letter is replayed twice)"
+        for done in (moved, moved - 1)
+    }
+    assert "Traceback" not in err.decode()
+
+
 async def _xlen_at_most(redis: Redis, key: str, length: int) -> bool:
     return await redis.xlen(key) <= length
 

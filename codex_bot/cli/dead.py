@@ -203,7 +203,17 @@ def replay(limit: int | None, dry_run: bool, rate: float | None, yes: bool, **op
             f"Replay {plural(survey.count, 'dead letter')} to {streams}?", abort=True, err=True
         )
     confirmed = dataclasses.replace(where, last_id=survey.last_id)
-    result = run(target, lambda ops: _replay(ops, target, confirmed, survey.count, rate))
+    moved: list[ReplayedLetter] = []
+    try:
+        result = run(target, lambda ops: _replay(ops, target, confirmed, survey.count, rate, moved))
+    except KeyboardInterrupt:
+        done = sum(letter.entry_id is not None for letter in moved)
+        click.echo(
+            f"interrupted: {done} of {plural(survey.count, 'dead letter')} replayed; run the "
+            "same command again for the rest (no letter is replayed twice)",
+            err=True,
+        )
+        raise click.exceptions.Exit(130) from None
     if target.as_json:
         echo_json(result)
         return
@@ -251,15 +261,27 @@ def _show_plan(target: Target, letters: tuple[DeadLetterEntry, ...]) -> None:
 
 
 async def _replay(
-    ops: Ops, target: Target, where: DeadLetterFilter, count: int, rate: float | None
+    ops: Ops,
+    target: Target,
+    where: DeadLetterFilter,
+    count: int,
+    rate: float | None,
+    moved: list[ReplayedLetter],
 ) -> ReplayResult:
+    """Replay, appending each letter to ``moved`` as it goes (for a report if interrupted)."""
     if target.as_json:
-        return await ops.replay(where, limit=count, rate=rate)
+        return await ops.replay(where, limit=count, rate=rate, on_replayed=moved.append)
     if count <= shutil.get_terminal_size().lines:
-        return await ops.replay(where, limit=count, rate=rate, on_replayed=_echo_replayed)
+
+        def echo(done: ReplayedLetter) -> None:
+            moved.append(done)
+            _echo_replayed(done)
+
+        return await ops.replay(where, limit=count, rate=rate, on_replayed=echo)
     with click.progressbar(length=count, label="replaying", file=sys.stderr) as bar:
 
-        def advance(_: ReplayedLetter) -> None:
+        def advance(done: ReplayedLetter) -> None:
+            moved.append(done)
             bar.update(1)
 
         return await ops.replay(where, limit=count, rate=rate, on_replayed=advance)
