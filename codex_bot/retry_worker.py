@@ -13,8 +13,9 @@ lose every retry). It is configured from the environment:
 - ``RETRY_MAX_TRIES``: how often arq runs a job whose stream is unreachable (default 30,
   about 25 minutes of outage; a retry arq then gives up on is dead-lettered by the bot).
 
-A restart or failover of arq's Redis does not stop the worker: its commands are tried again
-for about 80 s (``RECONNECT_TRIES``) before it gives up and exits.
+A restart or failover of arq's Redis does not stop the worker: it logs one WARNING, tries
+again with backoff (``RECONNECT_TRIES``), and one INFO line once Redis answers. A long outage
+(several minutes) ends it, for its supervisor to restart.
 
 ``WorkerSettings`` is built when arq asks for it, not at import, so importing this module
 never fails; ``worker_settings(environ)`` builds it for other environments.
@@ -22,8 +23,10 @@ never fails; ``worker_settings(environ)`` builds it for other environments.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -46,10 +49,34 @@ from codex_bot.redis.retry import (
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_MAX_TRIES = 30
 RECONNECT_TRIES = 20
-"""How often each command to arq's Redis is tried again when the connection fails, waiting
-0.2 s, 0.4 s, ... up to 5 s in between: about 80 s, which a restart or a failover fits in.
-arq's worker would otherwise exit at the first failed poll; past that, it exits as before
-and its supervisor restarts it."""
+"""How often a connection to arq's Redis, and then the command on it, is tried again, waiting
+0.2 s, 0.4 s, ... up to 5 s in between. arq's own worker exits at the first failed poll; this
+one rides out a restart or a failover (at least 80 s of outage; as the two levels of retries
+multiply, a long outage ends it after several minutes, and its supervisor restarts it)."""
+
+logger = logging.getLogger(__name__)
+
+
+class _LoggedRetry(Retry):
+    """redis-py's ``Retry``, saying once when arq's Redis goes away and once when it is back."""
+
+    _down_since: float | None = None
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[Any]], fail: Callable[[Any], Any]
+    ) -> Any:
+        async def note(error: Any) -> None:
+            if _LoggedRetry._down_since is None:
+                _LoggedRetry._down_since = time.monotonic()
+                logger.warning("arq's Redis cannot be reached (%r); retrying", error)
+            await fail(error)
+
+        result = await super().call_with_retry(do, note)
+        if _LoggedRetry._down_since is not None:
+            down, _LoggedRetry._down_since = time.monotonic() - _LoggedRetry._down_since, None
+            logger.info("arq's Redis answers again after %.1fs", down)
+        return result
+
 
 WORKER_OPTIONS: dict[str, Any] = {
     "functions": [redeliver_event],
@@ -76,7 +103,7 @@ def worker_settings(environ: Mapping[str, str] | None = None) -> type:
     redis_settings = RedisSettings.from_dsn(url)
     # OSError too: redis-py retries a refused connection only when it is listed
     redis_settings.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
-    redis_settings.retry = Retry(ExponentialBackoff(cap=5.0, base=0.1), RECONNECT_TRIES)
+    redis_settings.retry = _LoggedRetry(ExponentialBackoff(cap=5.0, base=0.1), RECONNECT_TRIES)
     attributes: dict[str, Any] = {
         **WORKER_OPTIONS,
         "redis_settings": redis_settings,

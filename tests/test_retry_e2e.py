@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import time
 import uuid
 import warnings
@@ -658,8 +659,12 @@ async def test_the_ready_worker_settings_run_a_retry(
 
 
 async def test_the_ready_worker_rides_out_a_restart_of_its_redis(
-    fresh_server: RedisServer, stream: str, make_client: Callable[..., Redis]
+    fresh_server: RedisServer,
+    stream: str,
+    make_client: Callable[..., Redis],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="codex_bot.retry_worker")
     settings = worker_settings({"REDIS_URL": fresh_server.url})
     worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
     task = await _start_worker(worker)
@@ -677,6 +682,9 @@ async def test_the_ready_worker_rides_out_a_restart_of_its_redis(
         await wait_for(lambda: xlen_is(redis, stream, 1), timeout=15, message="redelivery")
         await wait_for(lambda: worker.jobs_complete == 1, message="the job to finish")
         assert not task.done()
+        said = [r.getMessage() for r in caplog.records if r.name == "codex_bot.retry_worker"]
+        assert said[0].startswith("arq's Redis cannot be reached")
+        assert any(line.startswith("arq's Redis answers again after") for line in said)
     finally:
         await _stop_worker(worker, task)
         await pool.aclose()

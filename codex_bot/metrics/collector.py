@@ -60,7 +60,7 @@ _STREAM_GAUGES: tuple[tuple[str, str, Callable[[StreamSnapshot], float | None]],
     ("stream_lag", "Entries no consumer of the group has read yet.", lambda s: s.lag),
     (
         "oldest_pending_age_seconds",
-        "Age of the group's oldest pending entry.",
+        "How long the group's oldest pending entry has waited since a consumer received it.",
         lambda s: s.oldest_pending_age,
     ),
 )
