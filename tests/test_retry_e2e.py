@@ -680,7 +680,11 @@ async def test_the_ready_worker_rides_out_a_restart_of_its_redis(
         await ArqRetryScheduler(pool).schedule_retry(stream, payload, delay=0)
         redis = make_client(fresh_server.url, decode_responses=True)
         await wait_for(lambda: xlen_is(redis, stream, 1), timeout=15, message="redelivery")
-        await wait_for(lambda: worker.jobs_complete == 1, message="the job to finish")
+        # the job's own task ends after the count goes up: stopping sooner would cancel it
+        await wait_for(
+            lambda: worker.jobs_complete == 1 and all(t.done() for t in worker.tasks.values()),
+            message="the job to finish",
+        )
         assert not task.done()
         said = [r.getMessage() for r in caplog.records if r.name == "codex_bot.retry_worker"]
         assert said[0].startswith("arq's Redis cannot be reached")
