@@ -197,6 +197,19 @@ async def test_one_chats_long_hold_holds_the_whole_bot_only_as_long_as_the_other
     assert flooded.wait == pytest.approx(300.0, abs=0.05)
 
 
+async def test_429s_for_two_chats_in_turn_hold_the_bot_from_the_later_one(
+    redis: Redis,
+) -> None:
+    lim = limiter(redis)
+    t0 = 1_700_000_000_000_000
+
+    await lim.reserve(7, max_wait=-1, hold=1.0, now_us=t0)
+    await lim.reserve(8, max_wait=-1, hold=1.0, now_us=t0 + 500_000)  # Telegram, 0.5 s later
+    third_chat = await lim.reserve(9, now_us=t0 + 500_000)
+
+    assert third_chat.wait == pytest.approx(1.0, abs=1e-6)  # not 0.5: the later 429 counts
+
+
 async def test_a_429_without_a_chat_holds_the_whole_bot(redis: Redis) -> None:
     lim = limiter(redis)
 

@@ -103,8 +103,8 @@ class FloodLimiter:
             max_wait: Book only if the turn is at most this many seconds away.
             hold: Seconds Telegram asked to wait (a 429's ``retry_after``): the chat is held
                 that long first; so is the whole budget if the request has no chat. If
-                another chat is still held, the whole budget is held too, until the
-                earlier of the two holds ends.
+                another chat is still held, the whole budget is held too, for the shorter
+                of the two holds.
             now_us: A fixed clock in microseconds, for tests; by default Redis's ``TIME``.
 
         Returns:

@@ -55,7 +55,7 @@ class RateLimitMiddleware(BaseRequestMiddleware):
       ``TelegramRetryAfter`` with the seconds until that turn, without Telegram being asked.
     - A 429 whose ``retry_after`` is at most ``max_flood_wait`` (and keeps the request's
       429 waits within ``max_flood_wait`` in total) holds the chat in Redis (the whole bot
-      when a second chat is flooded meanwhile, until the shorter hold ends), waits, and
+      when a second chat is flooded meanwhile, for the shorter of the two holds), waits, and
       sends the request again; the caller sees the success. A longer one reaches the
       caller as ``TelegramRetryAfter``.
     - ``TelegramMigrateToChat``: the request is sent once more to the supergroup, with a

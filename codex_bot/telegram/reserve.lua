@@ -1,7 +1,7 @@
 -- Reserve one request's turn under a bot's budget and its chat's budget, atomically.
 --
 -- KEYS[1]  budget hash (bot-wide or paid): tat = end of the contiguous booked schedule (us),
---          fchat/funtil = the chat last held for a 429 and until when
+--          fchat/funtil/fhold = the chat last held for a 429, until when, and for how long
 -- KEYS[2]  budget zset: bookings placed beyond tat by requests their chat made wait;
 --          member = start (us), score = end (us); bookings never overlap
 -- KEYS[3]  chat string "tat t1 t2 ... tn": the chat's next free time, then (groups only) the
@@ -35,19 +35,19 @@ local function extend_ttl(key, ms)
 end
 
 -- The budget: a 429 holds the chat; a 429 without a chat holds the whole budget, and so
--- does a 429 for a second chat while another is held, for as long as both are held (one
--- chat's long hold, a group's minutes, must not stop every other chat that long).
-local budget = redis.call('HMGET', KEYS[1], 'tat', 'funtil', 'fchat')
+-- does a 429 for a second chat while another is held: for the shorter of the two holds
+-- (one chat's long hold, a group's minutes, must not stop every other chat that long).
+local budget = redis.call('HMGET', KEYS[1], 'tat', 'funtil', 'fchat', 'fhold')
 local tat = tonumber(budget[1]) or 0
 local funtil = tonumber(budget[2]) or 0
 if hold > 0 then
   if kind == 0 then
     tat = math.max(tat, now + hold)
   elseif funtil > now and budget[3] ~= flood_chat then
-    tat = math.max(tat, now + math.min(hold, funtil - now))
+    tat = math.max(tat, now + math.min(hold, tonumber(budget[4]) or hold))
   end
   funtil = now + hold
-  redis.call('HSET', KEYS[1], 'funtil', us(funtil), 'fchat', flood_chat)
+  redis.call('HSET', KEYS[1], 'funtil', us(funtil), 'fchat', flood_chat, 'fhold', us(hold))
 end
 
 -- The chat: the earliest start its own limits allow.
