@@ -79,8 +79,9 @@ class KeyedWorkers(Generic[T]):
         taken: list[T] = []
         for key, lane in self._lanes.items():
             if lane:
-                kept = deque(item for item in lane if not chosen(item))
-                taken += [item for item in lane if chosen(item)]
+                kept: deque[T] = deque()
+                for item in lane:
+                    (taken if chosen(item) else kept).append(item)
                 self._lanes[key] = kept or None
         ready: list[tuple[T, Hashable | None]] = []
         for item, key in self._ready:
