@@ -179,15 +179,10 @@ def connect(target: Target, url: str | None = None, *, cluster: bool | None = No
         msg = f"invalid Redis URL {url}: {problem}"
         raise target.fail(msg, url)
     try:
-        client: AnyRedis
-        if target.cluster if cluster is None else cluster:
-            client = RedisCluster.from_url(
-                url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=target.timeout
-            )
-        else:
-            client = Redis.from_url(
-                url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=target.timeout
-            )
+        kind = RedisCluster if (target.cluster if cluster is None else cluster) else Redis
+        client: AnyRedis = kind.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=target.timeout
+        )
     except (ValueError, RedisClusterException) as exc:
         msg = f"invalid Redis URL {url}: {exc}"
         raise target.fail(msg, url) from None
